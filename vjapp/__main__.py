@@ -1,0 +1,3 @@
+from vjapp.cli import main
+
+raise SystemExit(main())
