@@ -1,0 +1,303 @@
+"""Map foreign StyleGAN2 generator weights onto :class:`model.stylegan2.Generator`.
+
+Two sources are understood:
+
+* NVIDIA stylegan2-ada-pytorch / stylegan3 (``networks_stylegan2``) ``G_ema``: its
+  ``init_kwargs`` (the constructor arguments kept in the pickle) and its flat state dict. Our
+  generator uses NVIDIA's parameter names, so the mapping is key for key.
+* rosinality/stylegan2-pytorch checkpoints (``{'g_ema': state_dict, 'latent_avg': ...}``):
+  hyperparameters are inferred from tensor shapes and every tensor is renamed and reshaped.
+  rosinality's up-sampling conv (``conv_transpose2d`` with the weight transposed, then ``Blur``)
+  is the same operation as NVIDIA's ``conv2d_resample(up=2, flip_weight=False)``, so weights
+  carry over without a spatial flip (the flip in their ``convert_weight.py`` undoes the
+  TensorFlow convention, which NVIDIA's own ``legacy.py`` also flips). The fidelity tests
+  check this against literal re-implementations of both.
+
+Reading the files is not done here: ``model/safe_pickle.py`` (NVIDIA ``.pkl``) and a
+``weights_only`` ``torch.load`` (rosinality ``.pt``) produce the plain dicts these functions take.
+Anything we cannot reproduce exactly raises :class:`UnsupportedCheckpoint`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Mapping
+
+import torch
+
+from model.formats import CheckpointError, check_state_dict
+from model.stylegan2 import Generator, StyleGAN2Config, setup_filter
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedCheckpoint(ValueError):
+    """A well-formed checkpoint of a network this importer cannot reproduce exactly."""
+
+
+# Keyword arguments of NVIDIA's generators that change nothing we compute (precision/layout).
+_HARMLESS_SYNTHESIS_KWARGS = {"num_fp16_res", "fp16_channels_last", "fused_modconv_default", "channels_last"}
+_SYNTHESIS_KWARGS = {"channel_base", "channel_max", "conv_clamp", "architecture", "resample_filter",
+                     "use_noise", "activation", "kernel_size"} | _HARMLESS_SYNTHESIS_KWARGS
+_MAPPING_KWARGS = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta"}
+_TOP_KWARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
+# Constructor arguments that only StyleGAN3's (alias-free) generator has.
+_STYLEGAN3_KWARGS = {"magnitude_ema_beta", "conv_kernel", "use_radial_filters", "num_layers", "num_critical",
+                     "first_cutoff", "first_stopband", "last_stopband_rel", "margin_size", "output_scale",
+                     "filter_size", "lrelu_upsampling"}
+_STYLEGAN3_MESSAGE = "StyleGAN3 generators are not supported yet (only StyleGAN2 / StyleGAN2-ADA 'skip' generators)"
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs: {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | None = None) -> StyleGAN2Config:
+    """Our config for an NVIDIA ``G_ema`` from its ``init_kwargs`` (and, if known, its class name).
+
+    Accepts both layouts: stylegan2-ada-pytorch (synthesis arguments in ``synthesis_kwargs``)
+    and stylegan3's ``networks_stylegan2`` (synthesis arguments at top level).
+    Raises UnsupportedCheckpoint for StyleGAN3, conditional (c_dim > 0) and non-'skip' generators.
+    """
+    if not isinstance(init_kwargs, Mapping):
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs must be a dict, got {type(init_kwargs).__name__}")
+    if class_name is not None and "stylegan3" in class_name and "networks_stylegan2" not in class_name:
+        raise UnsupportedCheckpoint(f"{_STYLEGAN3_MESSAGE}; got class {class_name}")
+    top = dict(init_kwargs)
+    if _STYLEGAN3_KWARGS & set(top):
+        raise UnsupportedCheckpoint(f"{_STYLEGAN3_MESSAGE}; init_kwargs has {sorted(_STYLEGAN3_KWARGS & set(top))}")
+    missing = {"z_dim", "w_dim", "img_resolution", "img_channels"} - set(top)
+    if missing:
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs lack {sorted(missing)}")
+    mapping = dict(top.pop("mapping_kwargs", None) or {})
+    synthesis = dict(top.pop("synthesis_kwargs", None) or {})
+    # stylegan3's networks_stylegan2.Generator takes the synthesis arguments flat.
+    for key in list(top):
+        if key in _SYNTHESIS_KWARGS:
+            synthesis[key] = top.pop(key)
+    unknown = sorted(set(top) - _TOP_KWARGS)
+    unknown += sorted(f"synthesis_kwargs.{k}" for k in set(synthesis) - _SYNTHESIS_KWARGS)
+    unknown += sorted(f"mapping_kwargs.{k}" for k in set(mapping) - _MAPPING_KWARGS)
+    if unknown:
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs has arguments this importer does not know: {unknown}")
+
+    c_dim = _as_int(top.get("c_dim", 0) or 0, "c_dim")
+    if c_dim > 0:
+        raise UnsupportedCheckpoint(f"conditional generators (c_dim={c_dim}) are not supported; only c_dim=0")
+    architecture = synthesis.get("architecture", "skip")
+    if architecture != "skip":
+        raise UnsupportedCheckpoint(f"synthesis architecture {architecture!r} is not supported; only 'skip'")
+    if synthesis.get("use_noise", True) is not True:
+        raise UnsupportedCheckpoint("generators without noise inputs (use_noise=False) are not supported")
+    for kwargs, where in ((synthesis, "synthesis"), (mapping, "mapping")):
+        if kwargs.get("activation", "lrelu") != "lrelu":
+            raise UnsupportedCheckpoint(f"{where} activation {kwargs['activation']!r} is not supported; only 'lrelu'")
+    if synthesis.get("kernel_size", 3) != 3:
+        raise UnsupportedCheckpoint(f"synthesis kernel_size {synthesis['kernel_size']!r} is not supported; only 3")
+    if mapping.get("w_avg_beta", 0.995) is None:
+        raise UnsupportedCheckpoint("mapping without a tracked w_avg (w_avg_beta=None) is not supported")
+
+    w_dim = _as_int(top["w_dim"], "w_dim")
+    layer_features = mapping.get("layer_features")
+    conv_clamp = synthesis.get("conv_clamp")
+    try:
+        return StyleGAN2Config(
+            z_dim=_as_int(top["z_dim"], "z_dim"),
+            w_dim=w_dim,
+            mapping_layers=_as_int(mapping.get("num_layers", 8), "mapping_kwargs.num_layers"),
+            mapping_hidden_dim=w_dim if layer_features is None else _as_int(layer_features, "layer_features"),
+            mapping_lr_multiplier=float(mapping.get("lr_multiplier", 0.01)),
+            w_avg_beta=float(mapping.get("w_avg_beta", 0.995)),
+            resolution=_as_int(top["img_resolution"], "img_resolution"),
+            img_channels=_as_int(top["img_channels"], "img_channels"),
+            channel_base=_as_int(synthesis.get("channel_base", 32768), "channel_base"),
+            channel_max=_as_int(synthesis.get("channel_max", 512), "channel_max"),
+            conv_clamp=None if conv_clamp is None else float(conv_clamp),
+            resample_filter=tuple(synthesis.get("resample_filter", (1, 3, 3, 1))),
+        )
+    except (ValueError, TypeError) as exc:
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs do not describe a valid StyleGAN2 generator: {exc}") from exc
+
+
+def _float_state(state: Mapping[str, Any], source: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {name} is a {type(value).__name__}, not a tensor")
+        out[name] = value.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    return out
+
+
+def generator_from_nvidia(
+    init_kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor], class_name: str | None = None
+) -> Generator:
+    """Build our generator from an NVIDIA ``G_ema``'s init_kwargs and flat state dict (params + buffers)."""
+    if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in state):
+        raise UnsupportedCheckpoint(f"{_STYLEGAN3_MESSAGE}; the state has StyleGAN3 layers (synthesis.input, L0_...)")
+    config = config_from_nvidia_kwargs(init_kwargs, class_name)
+    if any(k.startswith("mapping.embed.") for k in state):
+        raise UnsupportedCheckpoint("conditional generators (mapping.embed) are not supported")
+    G = Generator(config)
+    tensors = _float_state(state, "NVIDIA G_ema")
+    check_state_dict(G, tensors, "NVIDIA G_ema")
+    G.load_state_dict(tensors, strict=True)
+    return G.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# rosinality/stylegan2-pytorch
+
+
+def channel_params_for(channels: Mapping[int, int]) -> tuple[int, int]:
+    """``(channel_base, channel_max)`` with ``min(channel_base // r, channel_max) == channels[r]`` for all r.
+
+    Prefers NVIDIA's round values (32768, 16384) when they fit; raises UnsupportedCheckpoint when
+    no pair reproduces the table (e.g. rosinality channel_multiplier 4: 512 channels at 32 px
+    but 1024 at 64 px).
+    """
+    cmax = max(channels.values())
+    lo, hi = 1, 1 << 40
+    for r, c in channels.items():
+        if c == cmax:
+            lo = max(lo, c * r)
+        else:
+            lo, hi = max(lo, c * r), min(hi, c * r + r - 1)
+    for base in (32768, 16384, lo):
+        if lo <= base <= hi and all(min(base // r, cmax) == c for r, c in channels.items()):
+            return base, cmax
+    raise UnsupportedCheckpoint(
+        f"channel table {dict(sorted(channels.items()))} cannot be written as min(channel_base // res, channel_max)"
+    )
+
+
+def _need(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in state:
+        raise CheckpointError(f"rosinality checkpoint: missing tensor {key!r}")
+    value = state[key]
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"rosinality checkpoint: {key!r} is a {type(value).__name__}, not a tensor")
+    return value.detach().to(device="cpu", dtype=torch.float32)
+
+
+def _check_blur(state: Mapping[str, torch.Tensor], taps: tuple[int, ...]) -> None:
+    """rosinality stores its FIR kernels as buffers; we only reproduce the standard one."""
+    expected = setup_filter(taps) * 4
+    for key, value in state.items():
+        if key.endswith("blur.kernel") or key.endswith("upsample.kernel"):
+            if tuple(value.shape) != tuple(expected.shape) or not torch.allclose(value.float(), expected, atol=1e-6):
+                raise UnsupportedCheckpoint(f"rosinality checkpoint: {key} is not the [1, 3, 3, 1] blur kernel")
+
+
+def generator_from_rosinality(ckpt: Mapping[str, Any], n_mean_latent: int = 4096) -> Generator:
+    """Build our generator from a rosinality/stylegan2-pytorch checkpoint dict.
+
+    ``ckpt`` is ``{'g_ema': state_dict, 'latent_avg': [style_dim] (optional), ...}`` or a bare
+    ``g_ema`` state dict. Without ``latent_avg``, ``w_avg`` is estimated as the mean W of
+    ``n_mean_latent`` seeded z samples (what their generate.py does for truncation).
+    """
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"rosinality checkpoint must be a dict, got {type(ckpt).__name__}")
+    if "g_ema" in ckpt:
+        state = ckpt["g_ema"]
+    elif "style.1.weight" in ckpt:
+        state = ckpt
+    else:
+        raise CheckpointError("rosinality checkpoint: no 'g_ema' state dict (keys: "
+                              f"{sorted(map(str, ckpt))[:8]})")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"rosinality checkpoint: 'g_ema' must be a state dict, got {type(state).__name__}")
+    if any(str(k).startswith("module.") for k in state):
+        state = {str(k)[len("module."):]: v for k, v in state.items()}
+
+    # --- infer hyperparameters from shapes
+    n_mlp = 0
+    while f"style.{n_mlp + 1}.weight" in state:
+        n_mlp += 1
+    if n_mlp == 0:
+        raise CheckpointError("rosinality checkpoint: no mapping layers style.1.weight ...")
+    style_dim = _need(state, "style.1.weight").shape[1]
+    w_dim = _need(state, f"style.{n_mlp}.weight").shape[0]
+    n_rgbs = 0
+    while f"to_rgbs.{n_rgbs}.conv.weight" in state:
+        n_rgbs += 1
+    resolution = 2 ** (n_rgbs + 2)
+    const = _need(state, "input.input")  # [1, C, 4, 4]
+    if const.ndim != 4 or const.shape[0] != 1 or tuple(const.shape[2:]) != (4, 4):
+        raise CheckpointError(f"rosinality checkpoint: input.input has shape {tuple(const.shape)}, expected [1, C, 4, 4]")
+    channels = {4: int(const.shape[1])}
+    for i in range(n_rgbs):
+        channels[2 ** (i + 3)] = int(_need(state, f"convs.{2 * i}.conv.weight").shape[1])
+    img_channels = int(_need(state, "to_rgb1.conv.weight").shape[1])
+    channel_base, channel_max = channel_params_for(channels)
+    taps = (1, 3, 3, 1)
+    _check_blur(state, taps)
+    try:
+        config = StyleGAN2Config(
+            z_dim=style_dim, w_dim=w_dim, mapping_layers=n_mlp, mapping_hidden_dim=w_dim,
+            mapping_lr_multiplier=0.01, resolution=resolution, img_channels=img_channels,
+            channel_base=channel_base, channel_max=channel_max, conv_clamp=None, resample_filter=taps,
+        )
+    except ValueError as exc:
+        raise UnsupportedCheckpoint(f"rosinality checkpoint does not describe a supported generator: {exc}") from exc
+
+    # --- rename
+    out: dict[str, torch.Tensor] = {}
+    for i in range(n_mlp):
+        out[f"mapping.fc{i}.weight"] = _need(state, f"style.{i + 1}.weight")
+        out[f"mapping.fc{i}.bias"] = _need(state, f"style.{i + 1}.bias")
+
+    def styled_conv(src: str, dst: str, noise_key: str) -> None:
+        weight = _need(state, f"{src}.conv.weight")  # [1, O, I, k, k]
+        if weight.ndim != 5 or weight.shape[0] != 1:
+            raise CheckpointError(f"rosinality checkpoint: {src}.conv.weight has shape {tuple(weight.shape)}")
+        out[f"{dst}.weight"] = weight[0]
+        out[f"{dst}.affine.weight"] = _need(state, f"{src}.conv.modulation.weight")
+        out[f"{dst}.affine.bias"] = _need(state, f"{src}.conv.modulation.bias")
+        out[f"{dst}.noise_strength"] = _need(state, f"{src}.noise.weight").reshape([])
+        out[f"{dst}.bias"] = _need(state, f"{src}.activate.bias")
+        noise = _need(state, noise_key)  # [1, 1, r, r]
+        out[f"{dst}.noise_const"] = noise.reshape(noise.shape[-2:])
+
+    def to_rgb(src: str, dst: str) -> None:
+        weight = _need(state, f"{src}.conv.weight")  # [1, C, I, 1, 1]
+        if weight.ndim != 5 or weight.shape[0] != 1:
+            raise CheckpointError(f"rosinality checkpoint: {src}.conv.weight has shape {tuple(weight.shape)}")
+        out[f"{dst}.weight"] = weight[0]
+        out[f"{dst}.affine.weight"] = _need(state, f"{src}.conv.modulation.weight")
+        out[f"{dst}.affine.bias"] = _need(state, f"{src}.conv.modulation.bias")
+        out[f"{dst}.bias"] = _need(state, f"{src}.bias").reshape(-1)
+
+    out["synthesis.b4.const"] = const[0]
+    styled_conv("conv1", "synthesis.b4.conv1", "noises.noise_0")
+    to_rgb("to_rgb1", "synthesis.b4.torgb")
+    for i in range(n_rgbs):
+        res = 2 ** (i + 3)
+        styled_conv(f"convs.{2 * i}", f"synthesis.b{res}.conv0", f"noises.noise_{2 * i + 1}")
+        styled_conv(f"convs.{2 * i + 1}", f"synthesis.b{res}.conv1", f"noises.noise_{2 * i + 2}")
+        to_rgb(f"to_rgbs.{i}", f"synthesis.b{res}.torgb")
+
+    G = Generator(config)
+    # Fixed buffers (FIR filters) come from our own construction; the blur kernels were checked above.
+    for name, buf in G.named_buffers():
+        if name.endswith("resample_filter"):
+            out[name] = buf.clone()
+    latent_avg = ckpt.get("latent_avg") if "g_ema" in ckpt else None
+    if latent_avg is not None:
+        if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != w_dim:
+            raise CheckpointError(f"rosinality checkpoint: latent_avg must be a tensor of {w_dim} values")
+        out["mapping.w_avg"] = latent_avg.detach().to(torch.float32).reshape(w_dim)
+    else:
+        out["mapping.w_avg"] = torch.zeros(w_dim)
+    check_state_dict(G, out, "rosinality checkpoint")
+    G.load_state_dict(out, strict=True)
+    if latent_avg is None:
+        log.warning("rosinality checkpoint has no latent_avg; estimating w_avg from %d samples", n_mean_latent)
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(0)
+            z = torch.randn([n_mean_latent, style_dim], generator=gen)
+            G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(dim=0))
+    return G.eval()
+

@@ -1,0 +1,715 @@
+"""StyleGAN2 generator in plain torch, numerically faithful to NVIDIA's stylegan2-ada-pytorch.
+
+The math is that of NVIDIA's ``training/networks.py`` generator with the 'skip' architecture
+(the one every public StyleGAN2-ADA checkpoint uses):
+
+* mapping: z normalized by its second moment, ``mapping_layers`` equalized-lr fully connected
+  layers with leaky ReLU (slope 0.2, gain sqrt(2)), a tracked average ``w_avg`` and truncation
+  toward it;
+* synthesis: a learned 4x4 constant, then per resolution a block of an up-sampling modulated
+  3x3 conv (``conv0``), a modulated 3x3 conv (``conv1``) and a 1x1 modulated toRGB whose output
+  is added to the FIR-up-sampled image of the previous block.
+
+State-dict names are exactly NVIDIA's (``mapping.fc0.weight``, ``synthesis.b8.conv0.affine.bias``,
+...) and weights are stored raw, with the equalized learning-rate gains applied at run time, so a
+NVIDIA ``G_ema`` maps onto this module key for key (see :mod:`model.import_stylegan`).
+
+Modulated convolutions are computed by scaling the input activations by the styles, running one
+ordinary convolution with the shared weight and scaling the output by the demodulation
+coefficients (NVIDIA's ``fused_modconv=False`` path): the same arithmetic as per-sample weights,
+cheaper for any batch size, and differentiable with respect to ``ws`` for encoder training.
+
+:func:`prepare_for_inference` builds a separate, faster module for the live show (weights pre-cast
+to bf16/fp16, gains folded, channels_last, per-layer choice between modulating activations or
+weights) with the same ``synthesis(ws, noise_mode)`` interface.
+
+NVIDIA's conventions used below (from ``torch_utils/ops``):
+
+* ``upfirdn2d(x, f, up, pad)``: insert ``up - 1`` zeros after every sample, pad (negative pads
+  crop), then *convolve* (not correlate) with the 2-D FIR filter ``f``.
+* ``setup_filter([1, 3, 3, 1])``: the outer product normalized to sum 1, a [4, 4] tensor.
+* ``upsample2d(x, f)``: ``upfirdn2d`` with up=2, pad ``((fw+1)//2, (fw-2)//2)``, gain 4.
+* Up-sampling conv (``conv2d_resample`` with up=2, padding=1, ``flip_weight=False``): a stride-2
+  transposed convolution with the weight as stored (i.e. zero insertion followed by a true
+  convolution), then ``upfirdn2d`` with pad 1 on each side (for the 4-tap filter) and gain 4.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.formats import load_network, save_network
+
+log = logging.getLogger(__name__)
+
+KIND = "stylegan2"
+NOISE_MODES = ("random", "const", "none")
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+DEMOD_EPS = 1e-8
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class StyleGAN2Config:
+    """Every hyperparameter of the generator; saved beside the weights and enough to rebuild it."""
+
+    z_dim: int = 512  # input latent (Z) dimensionality
+    w_dim: int = 512  # intermediate latent (W) dimensionality
+    mapping_layers: int = 8  # number of fully connected layers in the mapping network
+    mapping_hidden_dim: int = 512  # width of the hidden mapping layers (NVIDIA's layer_features)
+    mapping_lr_multiplier: float = 0.01  # equalized-lr multiplier of the mapping layers
+    w_avg_beta: float = 0.995  # decay of the tracked average of W
+    resolution: int = 256  # output image resolution (a power of two)
+    img_channels: int = 3  # number of output colour channels
+    channel_base: int = 32768  # channels at resolution r = min(channel_base // r, channel_max)
+    channel_max: int = 512  # maximum channels in any layer
+    conv_clamp: float | None = None  # clamp conv outputs to +-X (None = no clamping)
+    resample_filter: tuple[int, ...] = (1, 3, 3, 1)  # 1-D low-pass taps for up-sampling
+
+    def __post_init__(self) -> None:
+        for name in ("z_dim", "w_dim", "mapping_layers", "mapping_hidden_dim", "img_channels",
+                     "channel_base", "channel_max", "resolution"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"StyleGAN2Config.{name} must be a positive integer, got {value!r}")
+        r = self.resolution
+        if r < 4 or r > 1024 or r & (r - 1):
+            raise ValueError(f"StyleGAN2Config.resolution must be a power of two in 4..1024, got {r}")
+        if self.channel_base // r < 1:
+            raise ValueError(
+                f"StyleGAN2Config.channel_base {self.channel_base} gives 0 channels at resolution {r}"
+            )
+        for name in ("mapping_lr_multiplier",):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"StyleGAN2Config.{name} must be a positive number, got {value!r}")
+        if not isinstance(self.w_avg_beta, (int, float)) or not 0.0 <= self.w_avg_beta <= 1.0:
+            raise ValueError(f"StyleGAN2Config.w_avg_beta must be in [0, 1], got {self.w_avg_beta!r}")
+        self.mapping_lr_multiplier = float(self.mapping_lr_multiplier)
+        self.w_avg_beta = float(self.w_avg_beta)
+        if self.conv_clamp is not None:
+            if not isinstance(self.conv_clamp, (int, float)) or not self.conv_clamp > 0 or not math.isfinite(self.conv_clamp):
+                raise ValueError(f"StyleGAN2Config.conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
+            self.conv_clamp = float(self.conv_clamp)
+        taps = tuple(self.resample_filter)
+        if len(taps) < 1 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in taps):
+            raise ValueError(f"StyleGAN2Config.resample_filter must be a non-empty tuple of numbers, got {self.resample_filter!r}")
+        if sum(taps) == 0 or not all(math.isfinite(t) for t in taps):
+            raise ValueError(f"StyleGAN2Config.resample_filter must be finite with a non-zero sum, got {taps}")
+        self.resample_filter = taps
+
+    @property
+    def num_ws(self) -> int:
+        """Number of W vectors the synthesis network takes (NVIDIA's count: 2*log2(res) - 2)."""
+        return 2 * int(math.log2(self.resolution)) - 2
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [2**i for i in range(2, int(math.log2(self.resolution)) + 1)]
+
+    def channels(self, res: int) -> int:
+        """Feature channels of the block at resolution ``res``."""
+        return min(self.channel_base // res, self.channel_max)
+
+
+# ----------------------------------------------------------------------------------------------
+# Functional pieces
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale each vector to unit root-mean-square (NVIDIA's input normalization of z)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def setup_filter(taps: Sequence[float]) -> torch.Tensor:
+    """The 2-D FIR filter NVIDIA builds from 1-D taps: outer product normalized to sum 1. [k, k]"""
+    f = torch.as_tensor(list(taps), dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def fir_filter2d(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int], gain: float) -> torch.Tensor:
+    """``upfirdn2d`` with up=down=1: pad (x0=x1=pad[0]/pad[1] on both axes), convolve with ``f``.
+
+    x: [N, C, H, W]; f: [kh, kw]. Convolution means the filter is flipped before torch's
+    correlation, exactly as NVIDIA defines it (irrelevant for symmetric filters, kept for truth).
+    """
+    c = x.shape[1]
+    p0, p1 = pad
+    if p0 < 0 or p1 < 0:
+        raise ValueError("fir_filter2d supports non-negative padding only")
+    x = F.pad(x, [p0, p1, p0, p1])
+    k = (f.flip([0, 1]) * gain).to(x.dtype)
+    k = k[None, None].expand(c, 1, *f.shape)  # [C, 1, kh, kw] depthwise
+    return F.conv2d(x, k, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """NVIDIA ``upfirdn2d.upsample2d(x, f)`` (up=2): zero insertion, pad, FIR, gain 4. [N,C,2H,2W]"""
+    n, c, h, w = x.shape
+    fw = f.shape[-1]
+    y = x.new_zeros(n, c, 2 * h, 2 * w)  # zero insertion: samples land on even positions
+    y[:, :, ::2, ::2] = x
+    return fir_filter2d(y, f, ((fw + 1) // 2, (fw - 2) // 2), gain=4.0)
+
+
+def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """NVIDIA ``conv2d_resample(x, w, f, up=2, padding=k//2, flip_weight=False)``.
+
+    A stride-2 transposed convolution with the weight as stored (``[O, I, k, k]`` passed as
+    ``[I, O, k, k]``), then the FIR filter with gain 4. x: [N, I, H, W] -> [N, O, 2H, 2W].
+    """
+    kw = weight.shape[-1]
+    fw = f.shape[-1]
+    # NVIDIA's padding bookkeeping for up=2, padding=kw//2 (see module docstring).
+    p = kw // 2
+    px0 = p + (fw + 1) // 2 - (kw - 1)
+    px1 = p + (fw - 2) // 2 - (kw - 2)
+    pt = max(min(-px0, -px1), 0)
+    y = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=pt)
+    return fir_filter2d(y, f, (px0 + pt, px1 + pt), gain=4.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalized-learning-rate linear layer (raw weight stored, gain applied at run time)."""
+
+    def __init__(
+        self,
+        in_features: int,  # input features
+        out_features: int,  # output features
+        activation: str = "linear",  # 'linear' or 'lrelu' (slope 0.2, gain sqrt(2))
+        lr_multiplier: float = 1.0,  # learning-rate multiplier of weight and bias
+        bias_init: float = 0.0,  # initial bias value
+    ) -> None:
+        super().__init__()
+        if activation not in ("linear", "lrelu"):
+            raise ValueError(f"unknown activation {activation!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.lr_multiplier = lr_multiplier
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in] -> [N, out]
+        w = self.weight * self.weight_gain
+        b = self.bias * self.bias_gain if self.bias_gain != 1 else self.bias
+        if self.activation == "linear":
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        x = x.matmul(w.t()) + b.unsqueeze(0)
+        return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"activation={self.activation}, lr_multiplier={self.lr_multiplier:g}")
+
+
+class MappingNetwork(nn.Module):
+    """z -> W, broadcast to W+ [N, num_ws, w_dim], with truncation toward the tracked ``w_avg``."""
+
+    def __init__(
+        self,
+        z_dim: int,  # input latent dimensionality
+        w_dim: int,  # output latent dimensionality
+        num_ws: int,  # number of W vectors to broadcast to
+        num_layers: int = 8,  # fully connected layers
+        hidden_dim: int = 512,  # width of the hidden layers
+        lr_multiplier: float = 0.01,  # equalized-lr multiplier
+        w_avg_beta: float = 0.995,  # decay of the W average tracked when update_emas
+    ) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.w_dim = w_dim
+        self.num_ws = num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+        features = [z_dim] + [hidden_dim] * (num_layers - 1) + [w_dim]
+        for idx in range(num_layers):
+            layer = FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu",
+                                        lr_multiplier=lr_multiplier)
+            setattr(self, f"fc{idx}", layer)
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(
+        self,
+        z: torch.Tensor,  # [N, z_dim]
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:  # [N, num_ws, w_dim]
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"mapping expects z of shape [N, {self.z_dim}], got {shape}")
+        x = normalize_2nd_moment(z.to(torch.float32))
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)  # [N, w_dim]
+        if update_emas:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])  # [N, num_ws, w_dim]
+        if truncation_psi != 1:
+            if truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x = x.clone()
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, w_avg_beta={self.w_avg_beta:g}"
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1/||w * s|| per sample and output channel, as NVIDIA (eps 1e-8). weight [O,I,k,k], styles [N,I] -> [N,O]."""
+    w2 = weight.square().sum(dim=[2, 3])  # [O, I]
+    return (styles.square().matmul(w2.t()) + DEMOD_EPS).rsqrt()
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated, demodulated 3x3 conv (optionally up-sampling x2) + noise + bias + lrelu."""
+
+    def __init__(
+        self,
+        in_channels: int,  # input feature channels
+        out_channels: int,  # output feature channels
+        w_dim: int,  # W dimensionality
+        resolution: int,  # output resolution of this layer
+        kernel_size: int = 3,  # conv kernel size
+        up: int = 1,  # 1 or 2
+        resample_filter: Sequence[float] = (1, 3, 3, 1),  # FIR taps for up-sampling
+        conv_clamp: float | None = None,  # clamp output to +-X
+    ) -> None:
+        super().__init__()
+        assert up in (1, 2)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.up = up
+        self.conv_clamp = conv_clamp
+        self.padding = kernel_size // 2
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        # x: [N, I, res/up, res/up], w: [N, w_dim] -> [N, O, res, res]
+        n = x.shape[0]
+        styles = self.affine(w)  # [N, I]
+        dcoefs = demodulation_coefficients(self.weight, styles)  # [N, O]
+        x = x * styles.reshape(n, -1, 1, 1)
+        if self.up == 2:
+            x = upsample_conv2d(x, self.weight, self.resample_filter)
+        else:
+            x = F.conv2d(x, self.weight, padding=self.padding)
+        x = x * dcoefs.reshape(n, -1, 1, 1)
+        if noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        elif noise_mode == "random":
+            x = x + torch.randn([n, 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype) * self.noise_strength
+        x = F.leaky_relu(x + self.bias.reshape(1, -1, 1, 1), LRELU_SLOPE) * LRELU_GAIN
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"resolution={self.resolution}, up={self.up}, conv_clamp={self.conv_clamp}")
+
+
+class ToRGBLayer(nn.Module):
+    """1x1 modulated conv without demodulation (styles scaled by 1/sqrt(in_channels)) + bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N,I,H,W] -> [N,C,H,W]
+        styles = self.affine(w) * self.weight_gain  # [N, I]
+        x = x * styles.reshape(x.shape[0], -1, 1, 1)
+        x = F.conv2d(x, self.weight, bias=self.bias)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, conv_clamp={self.conv_clamp}"
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: [const | conv0 (up x2)] -> conv1 -> toRGB, adding to the up-sampled image."""
+
+    def __init__(
+        self,
+        in_channels: int,  # 0 for the first (4x4) block
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        resample_filter: Sequence[float] = (1, 3, 3, 1),
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
+                                        resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution,
+                                    resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # ws: [N, num_conv + 1, w_dim]; x: [N, in, res/2, res/2] or None; img: [N, C, res/2, res/2] or None
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)  # [N, O, 4, 4]
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        else:
+            assert x is not None
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        y = self.torgb(x, ws[:, self.num_conv])  # [N, C, res, res]
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+    def extra_repr(self) -> str:
+        return f"resolution={self.resolution}, in_channels={self.in_channels}, out_channels={self.out_channels}"
+
+
+class SynthesisNetwork(nn.Module):
+    """W+ [N, num_ws, w_dim] -> image [N, C, res, res] in about [-1, 1]."""
+
+    def __init__(self, config: StyleGAN2Config) -> None:
+        super().__init__()
+        self.w_dim = config.w_dim
+        self.img_resolution = config.resolution
+        self.img_channels = config.img_channels
+        self.block_resolutions = config.block_resolutions
+        self.num_ws = config.num_ws
+        for res in self.block_resolutions:
+            in_ch = config.channels(res // 2) if res > 4 else 0
+            block = SynthesisBlock(in_ch, config.channels(res), config.w_dim, res, config.img_channels,
+                                   resample_filter=config.resample_filter, conv_clamp=config.conv_clamp)
+            setattr(self, f"b{res}", block)
+
+    def check_ws(self, ws: Any) -> None:
+        """Raise ValueError unless ws is a floating tensor of shape [N, num_ws, w_dim]."""
+        check_ws(ws, self.num_ws, self.w_dim)
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        self.check_ws(ws)
+        check_noise_mode(noise_mode)
+        ws = ws.to(torch.float32)
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block: SynthesisBlock = getattr(self, f"b{res}")
+            # Each block's toRGB shares its w with the next block's conv0 (NVIDIA's indexing).
+            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode)
+            w_idx += block.num_conv
+        assert img is not None
+        return img
+
+    def extra_repr(self) -> str:
+        return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
+
+
+def check_ws(ws: Any, num_ws: int, w_dim: int) -> None:
+    """Raise ValueError unless ws is a floating tensor of shape [N, num_ws, w_dim]."""
+    if not isinstance(ws, torch.Tensor):
+        raise ValueError(f"synthesis expects ws as a torch.Tensor, got {type(ws).__name__}")
+    if ws.ndim != 3 or ws.shape[1] != num_ws or ws.shape[2] != w_dim or ws.shape[0] < 1:
+        raise ValueError(f"synthesis expects ws of shape [N, {num_ws}, {w_dim}], got {tuple(ws.shape)}")
+    if not ws.is_floating_point():
+        raise ValueError(f"synthesis expects floating-point ws, got {ws.dtype}")
+
+
+def check_noise_mode(noise_mode: Any) -> None:
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: ``mapping`` (z -> W+) then ``synthesis`` (W+ -> image)."""
+
+    def __init__(self, config: StyleGAN2Config) -> None:
+        super().__init__()
+        if not isinstance(config, StyleGAN2Config):
+            raise TypeError(f"Generator expects a StyleGAN2Config, got {type(config).__name__}")
+        self.config = config
+        self.z_dim = config.z_dim
+        self.w_dim = config.w_dim
+        self.img_resolution = config.resolution
+        self.img_channels = config.img_channels
+        self.synthesis = SynthesisNetwork(config)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(config.z_dim, config.w_dim, self.num_ws, config.mapping_layers,
+                                      config.mapping_hidden_dim, config.mapping_lr_multiplier, config.w_avg_beta)
+
+    def forward(
+        self,
+        z: torch.Tensor,  # [N, z_dim]
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+    ) -> torch.Tensor:  # [N, C, H, W]
+        ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Native checkpoints
+
+
+def save_generator(path: str | Path, G: Generator, metadata: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``G`` as PATH.safetensors + PATH.json (kind 'stylegan2')."""
+    return save_network(path, G, G.config, KIND, metadata)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Load a native generator checkpoint; raises model.formats.CheckpointError on any problem."""
+    G, _, _ = load_network(path, StyleGAN2Config, Generator, KIND, device=device)
+    return G
+
+
+# ----------------------------------------------------------------------------------------------
+# Fast inference path
+
+
+_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
+
+
+class _FastConv(nn.Module):
+    """One SynthesisLayer prepared for inference: gains folded, weights pre-cast, noise+bias fused.
+
+    Computes ``lrelu(demod * conv(x * s, W) + noise + b) * sqrt(2)`` as NVIDIA, with sqrt(2) folded
+    into the demodulation coefficients and the (noise + bias) term (lrelu is positively
+    homogeneous). For batch 1 it folds styles and demodulation into the weight when the weight is
+    smaller than the input activations (high-resolution layers, few channels), otherwise it
+    scales the activations around one convolution with the shared weight (low resolution, many
+    channels); both are exact rewrites of the same sum.
+    """
+
+    def __init__(self, layer: SynthesisLayer, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.memory_format = memory_format
+        self.up = layer.up
+        self.resolution = layer.resolution
+        self.padding = layer.padding
+        self.conv_clamp = layer.conv_clamp
+        w = layer.weight.detach().float().clone()  # [O, I, k, k], a copy: the fast module is frozen
+        out_ch, in_ch, kh, kw = w.shape
+        in_res = layer.resolution // layer.up
+        # Batch-1 strategy: which tensor is cheaper to scale, the weight or the input?
+        self.fold_weights = out_ch * in_ch * kh * kw <= in_ch * in_res * in_res
+        a = layer.affine
+        self.register_buffer("affine_w", (a.weight.detach().float() * a.weight_gain).t().contiguous())  # [w_dim, I]
+        self.register_buffer("affine_b", (a.bias.detach().float() * a.bias_gain).contiguous())  # [I]
+        self.register_buffer("w2", w.square().sum(dim=[2, 3]).t().contiguous())  # [I, O]
+        if self.up == 2:
+            wt = w.transpose(0, 1).contiguous()  # [I, O, k, k] as conv_transpose2d wants it
+        else:
+            wt = w
+        self.register_buffer("weight_f32", wt)
+        self.register_buffer("weight", wt.to(dtype).contiguous(memory_format=memory_format))
+        f = layer.resample_filter.detach().float()
+        self.fir_pad = (1, 1)
+        if self.up == 2:
+            fw = f.shape[-1]
+            p = kw // 2
+            px0 = p + (fw + 1) // 2 - (kw - 1)
+            px1 = p + (fw - 2) // 2 - (kw - 2)
+            self.fir_pad = (px0, px1)
+            if px0 < 0 or px1 < 0:
+                raise ValueError("unsupported filter/kernel size combination for the fast path")
+        self.register_buffer("fir", (f.flip([0, 1]) * 4.0)[None, None].repeat(out_ch, 1, 1, 1).to(dtype)
+                             .contiguous(memory_format=memory_format))  # [O, 1, fh, fw]
+        gain = LRELU_GAIN
+        b = layer.bias.detach().float()[None, :, None, None]  # [1, O, 1, 1]
+        ns = float(layer.noise_strength.detach())
+        self.noise_strength_gain = ns * gain
+        self.register_buffer("bias_none", (b * gain).to(dtype))
+        self.register_buffer("bias_const", ((layer.noise_const.detach().float()[None, None] * ns + b) * gain)
+                             .to(dtype).contiguous(memory_format=memory_format))  # [1, O, H, W]
+
+    def _fir(self, y: torch.Tensor) -> torch.Tensor:
+        p0, p1 = self.fir_pad
+        y = F.pad(y, [p0, p1, p0, p1])
+        return F.conv2d(y, self.fir, groups=y.shape[1])
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        n = x.shape[0]
+        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)  # [N, I] fp32
+        d = (styles.square().matmul(self.w2) + DEMOD_EPS).rsqrt() * LRELU_GAIN  # [N, O] fp32
+        if n == 1 and self.fold_weights:
+            if self.up == 2:  # weight [I, O, k, k]
+                wm = self.weight_f32 * styles[0].reshape(-1, 1, 1, 1) * d[0].reshape(1, -1, 1, 1)
+            else:  # weight [O, I, k, k]
+                wm = self.weight_f32 * styles[0].reshape(1, -1, 1, 1) * d[0].reshape(-1, 1, 1, 1)
+            wm = wm.to(self.dtype).contiguous(memory_format=self.memory_format)
+            y = self._conv(x, wm)
+            scale = None
+        else:
+            y = self._conv(x * styles.to(self.dtype).reshape(n, -1, 1, 1), self.weight)
+            scale = d.to(self.dtype).reshape(n, -1, 1, 1)
+        if noise_mode == "const":
+            add = self.bias_const
+        elif noise_mode == "random":
+            noise = torch.randn([n, 1, self.resolution, self.resolution], device=y.device, dtype=torch.float32)
+            add = (noise * self.noise_strength_gain).to(self.dtype) + self.bias_none
+        else:
+            add = self.bias_none
+        y = torch.addcmul(add, y, scale) if scale is not None else y + add
+        y = F.leaky_relu_(y, LRELU_SLOPE)
+        if self.conv_clamp is not None:
+            y = y.clamp_(-self.conv_clamp, self.conv_clamp)
+        return y
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.up == 2:
+            return self._fir(F.conv_transpose2d(x, weight, stride=2))
+        return F.conv2d(x, weight, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return f"resolution={self.resolution}, up={self.up}, dtype={self.dtype}, fold_weights={self.fold_weights}"
+
+
+class _FastToRGB(nn.Module):
+    """ToRGBLayer for inference: the 3 x I weight is modulated per sample (always cheap)."""
+
+    def __init__(self, layer: ToRGBLayer, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.memory_format = memory_format
+        self.conv_clamp = layer.conv_clamp
+        a = layer.affine
+        g = layer.weight_gain
+        self.register_buffer("affine_w", (a.weight.detach().float() * a.weight_gain * g).t().contiguous())  # [w_dim, I]
+        self.register_buffer("affine_b", (a.bias.detach().float() * a.bias_gain * g).contiguous())  # [I]
+        self.register_buffer("weight", layer.weight.detach().float().clone())  # [C, I, 1, 1]
+        self.register_buffer("bias", layer.bias.detach().float().clone())  # [C]
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # -> [N, C, H, W] fp32
+        n = x.shape[0]
+        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)  # [N, I]
+        if n == 1:
+            wm = (self.weight * styles[0].reshape(1, -1, 1, 1)).to(self.dtype).contiguous(memory_format=self.memory_format)
+            y = F.conv2d(x, wm)
+        else:
+            y = F.conv2d(x * styles.to(self.dtype).reshape(n, -1, 1, 1), self.weight.to(self.dtype))
+        y = y.float().contiguous() + self.bias.reshape(1, -1, 1, 1)
+        if self.conv_clamp is not None:
+            y = y.clamp_(-self.conv_clamp, self.conv_clamp)
+        return y
+
+
+class InferenceGenerator(nn.Module):
+    """A frozen, fast copy of a :class:`Generator` for the live show (no autograd).
+
+    Same interface as the generator for what the engine needs: ``mapping`` (the original fp32
+    mapping network), ``synthesis(ws, noise_mode)`` returning float32 images, ``num_ws``,
+    ``w_dim``, ``z_dim``, ``img_resolution``. Activations are computed in ``dtype``
+    (bf16 / fp16 / fp32) and, when ``channels_last``, in NHWC memory layout.
+    """
+
+    def __init__(self, G: Generator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True) -> None:
+        super().__init__()
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of float32, bfloat16, float16; got {dtype}")
+        self.config = G.config
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.num_ws, self.w_dim, self.z_dim = G.num_ws, G.w_dim, G.z_dim
+        self.img_resolution, self.img_channels = G.img_resolution, G.img_channels
+        self.mapping = G.mapping
+        syn = G.synthesis
+        self.register_buffer("const", syn.b4.const.detach().to(dtype)[None].contiguous(memory_format=self.memory_format))
+        self.register_buffer("img_filter", setup_filter(G.config.resample_filter))
+        self.convs = nn.ModuleList()
+        self.torgbs = nn.ModuleList()
+        self.conv_w_index: list[int] = []
+        self.rgb_w_index: list[int] = []
+        w_idx = 0
+        for res in syn.block_resolutions:
+            block: SynthesisBlock = getattr(syn, f"b{res}")
+            layers = [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
+            for i, layer in enumerate(layers):
+                self.convs.append(_FastConv(layer, dtype, self.memory_format))
+                self.conv_w_index.append(w_idx + i)
+            self.torgbs.append(_FastToRGB(block.torgb, dtype, self.memory_format))
+            self.rgb_w_index.append(w_idx + block.num_conv)
+            w_idx += block.num_conv
+        self.convs_per_block = [1] + [2] * (len(syn.block_resolutions) - 1)
+        self.eval()
+
+    @torch.no_grad()
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """W+ [N, num_ws, w_dim] -> float32 image [N, C, H, W]."""
+        check_ws(ws, self.num_ws, self.w_dim)
+        check_noise_mode(noise_mode)
+        ws = ws.to(device=self.const.device, dtype=torch.float32)
+        n = ws.shape[0]
+        x = self.const.expand(n, -1, -1, -1)
+        img: torch.Tensor | None = None
+        c = 0
+        for b, count in enumerate(self.convs_per_block):
+            for _ in range(count):
+                x = self.convs[c](x, ws[:, self.conv_w_index[c]], noise_mode)
+                c += 1
+            y = self.torgbs[b](x, ws[:, self.rgb_w_index[b]])
+            img = y if img is None else upsample2d(img, self.img_filter) + y
+        assert img is not None
+        return img
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(ws, noise_mode)
+
+
+def prepare_for_inference(
+    G: Generator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True
+) -> InferenceGenerator:
+    """A fast frozen copy of ``G`` (same device) for real-time synthesis; see InferenceGenerator.
+
+    bf16 + channels_last was about 3x faster than fp32 at 256 px on an AVX-512 CPU. Callers on
+    CPU should also call ``torch.set_flush_denormal(True)`` once (a process-wide setting, so it is
+    not done here).
+    """
+    device = next(G.parameters()).device
+    return InferenceGenerator(G, dtype=dtype, channels_last=channels_last).to(device)
