@@ -17,6 +17,8 @@ from vjapp import __version__
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("vjapp.render", "render an audio file to an MP4 (headless, as fast as it can)"),
+    "bench": ("vjapp.bench", "measure frames per second, per-stage times and latency here"),
     "convert": ("vjapp.convert", "import an NVIDIA .pkl or rosinality .pt generator into the native format"),
 }
 
