@@ -21,7 +21,7 @@ DEB_PACKAGES=(
   libgl1 libegl1 libfontconfig1 libglib2.0-0 libdbus-1-3 libx11-xcb1 libxcb-cursor0 libxcb-icccm4
   libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xfixes0
   libxcb-xkb1 libxkbcommon0 libxkbcommon-x11-0
-  xvfb xauth pulseaudio
+  xvfb xauth pulseaudio libasound2-plugins
 )
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
