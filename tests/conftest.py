@@ -9,7 +9,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One intra-op thread: tests run tiny models, often beside engine, audio and Qt threads, where
+# two OpenMP threads on two cores were measured 5-50x slower than one.
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -19,3 +21,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "requires_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A small, randomly initialized, saved bundle (32 px generator, tiny CLIP, 16 kHz mel)."""
+    from model.audio_features import MelConfig
+    from model.bundle import random_bundle, save_bundle
+
+    bundle = random_bundle(
+        resolution=32, channel_max=32, w_dim=64, mapping_layers=2, encoder_channels=(8, 16, 16, 16),
+        hidden_dim=32, mel=MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=32),
+        model_rate=10.0, segment_seconds=0.5,
+    )
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "tiny", bundle)
+
+
+@pytest.fixture(autouse=True)
+def _no_flush_to_zero_leaks():
+    """``vjapp bench``/``render`` turn on flush-to-zero for speed (per thread); undo it after each
+    test so float-property tests (hypothesis refuses to run under FTZ) see a normal FPU."""
+    yield
+    torch.set_flush_denormal(False)

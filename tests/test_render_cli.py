@@ -1,0 +1,84 @@
+"""``vjapp render`` and ``vjapp bench`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vjapp.cli import main
+from vjapp.output.mp4 import probe_mp4
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory):
+    """2.1 s: silence, then a loud chord, at 44.1 kHz stereo."""
+    sr = 44100
+    t = np.arange(int(2.1 * sr)) / sr
+    x = 0.5 * np.sin(2 * np.pi * 220 * t) * (t > 1.0)
+    path = tmp_path_factory.mktemp("audio") / "in.wav"
+    sf.write(path, np.stack([x, x * 0.5], axis=1).astype(np.float32), sr)
+    return path
+
+
+def test_render_writes_mp4_with_muxed_audio(wav, tiny_bundle_dir, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    rc = main(["render", str(wav), "-o", str(out), "--bundle", str(tiny_bundle_dir), "--fps", "20",
+               "--size", "64", "--quiet", "--dtype", "fp32"])
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    info = probe_mp4(out)
+    assert info["error"] is None
+    video, audio = info["video"], info["audio"]
+    assert video["codec"] == "h264" and audio["codec"] == "aac"
+    assert (video["width"], video["height"]) == (64, 64)
+    assert video["frames"] == 42  # round(2.1 s * 20 fps)
+    assert video["first_frame_s"] == pytest.approx(0.0, abs=1e-6)
+    assert abs(video["duration_s"] - 2.1) <= 1 / 20
+    assert audio["sample_rate"] == 44100 and audio["channels"] == 2
+    assert abs(audio["decoded_duration_s"] - 2.1) < 0.05
+
+
+def test_render_motion_follows_the_sound(wav, tiny_bundle_dir, tmp_path):
+    """Frames barely change during the silent first second and change when the chord starts."""
+    import av
+
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(wav), "-o", str(out), "--bundle", str(tiny_bundle_dir), "--fps", "20",
+                 "--quiet", "--dtype", "fp32", "--gain", "3"]) == 0
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24").astype(np.float32) for f in c.decode(video=0)]
+    diffs = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]
+    silent, loud = np.mean(diffs[2:18]), np.mean(diffs[24:40])
+    assert loud > 2 * silent + 0.1
+
+
+def test_render_bad_input_is_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    rc = main(["render", str(bad), "-o", str(tmp_path / "o.mp4")])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vjapp render: error:") and "bad.wav" in err[0]
+
+
+def test_render_missing_bundle(wav, tmp_path, capsys):
+    rc = main(["render", str(wav), "-o", str(tmp_path / "o.mp4"), "--bundle", str(tmp_path / "nope")])
+    assert rc == 1
+    assert "vjapp render: error:" in capsys.readouterr().err
+
+
+def test_bench_prints_stage_figures(tiny_bundle_dir, capsys):
+    rc = main(["bench", "--bundle", str(tiny_bundle_dir), "--frames", "10", "--warmup", "2", "--json",
+               "--dtype", "fp32"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["fps"] > 0 and r["latency_ms_estimate"] > 0 and r["peak_rss_mb"] > 0
+    for stage in ("mel", "encoder", "recurrent", "synthesis", "to_uint8"):
+        assert r["stages_ms"][stage]["p50"] > 0
+    rc = main(["bench", "--bundle", str(tiny_bundle_dir), "--frames", "5", "--warmup", "1", "--dtype", "fp32"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "frames per second" in text and "synthesis" in text

@@ -1,0 +1,147 @@
+"""``vjapp bench``: how fast the show runs here, stage by stage.
+
+Drives the same :class:`Show` as the live engine and ``vjapp render`` with a synthetic,
+loud-and-changing signal, as fast as it can (no pacing), and prints: frames per second,
+milliseconds per stage (mel, encoder, recurrent step, synthesis, conversion to uint8), the
+audio-to-frame latency the live engine would have (one model period of interpolation delay
+plus the model step and the frame), render speed relative to real time, and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+STAGES = ("mel", "encoder", "recurrent", "model_step", "interpolate", "synthesis", "to_uint8")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", default=None, help="bundle directory (default: the embedded default)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="synthesis precision")
+    p.add_argument("--frames", type=int, default=150, help="frames to time (after warm-up)")
+    p.add_argument("--warmup", type=int, default=15, help="untimed frames first")
+    p.add_argument("--fps", type=float, default=30.0, help="display rate the model rate is paced against")
+    p.add_argument("--model-rate", type=float, default=None, help="model steps per second (default: the bundle's)")
+    p.add_argument("--size", default="native", help="output size (power of two) or 'native'")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "auto", frames: int = 150,
+          warmup: int = 15, fps: float = 30.0, model_rate: float | None = None, size: int | str = "native",
+          threads: int = 0) -> dict[str, Any]:
+    """Run the benchmark and return its figures."""
+    from vjapp.bundles import open_bundle
+    from vjapp.engine.controls import Controls
+    from vjapp.engine.frames import resolve_device, resolve_dtype
+    from vjapp.engine.pipeline import PipelineConfig
+    from vjapp.engine.show import Show, ShowConfig
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    bundle, where = open_bundle(bundle_path, dev)
+    rate = float(model_rate or bundle.info.model_rate)
+    show = Show(bundle, dev, dt, ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
+    controls = Controls().replace(model_rate=rate, fps=fps, size=size)
+    show.apply(controls, 0.0, immediate=True)
+
+    sr = show.sound.sample_rate
+    total = warmup + frames
+    seconds = total / fps + 1.0
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(0)
+    # a tone sweep under noise bursts whose loudness changes every half second
+    env = np.repeat(rng.uniform(0.05, 0.8, size=int(seconds * 2) + 1), sr // 2)[: t.size]
+    signal = (0.3 * np.sin(2 * np.pi * (110 + 50 * t) * t) + env * rng.standard_normal(t.size) * 0.5)
+    audio = torch.from_numpy(np.clip(signal, -1, 1).astype(np.float32)).to(dev)
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    next_step = 0
+    step_dt = 1.0 / rate
+    started = None
+    for i in range(total):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            show.stats.reset()
+            started = time.perf_counter()
+        tf = i / fps
+        while next_step * step_dt <= tf + step_dt:
+            tk = next_step * step_dt
+            end = int(tk * sr)
+            show.model_step(tk, [audio[max(0, end - show.sound.window_samples):end]])
+            next_step += 1
+        show.frame_at(tf)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    assert started is not None
+    wall = time.perf_counter() - started
+    snap = show.stats.snapshot()
+    stages = {k: snap["stages"][k] for k in STAGES if k in snap["stages"]}
+    frame_ms = sum((stages[k]["p50"] or 0.0) for k in ("interpolate", "synthesis", "to_uint8") if k in stages)
+    achieved = frames / wall
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "bundle": where,
+        "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "dtype": str(dt).replace("torch.", ""),
+        "resolution": int(bundle.info.resolution),
+        "output_size": int(show.renderer.size),
+        "model_rate": rate,
+        "fps": achieved,
+        "render_speed_x_realtime_at_fps": achieved / fps,
+        "stages_ms": {k: {"p50": v["p50"], "p90": v["p90"]} for k, v in stages.items()},
+        "latency_ms_estimate": step_dt * 1e3 + (stages.get("model_step", {}).get("p50") or 0.0) + frame_ms,
+        "peak_rss_mb": peak_rss_mb,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"vjapp bench — {r['bundle']}",
+        f"device {r['device']}  cpu {r['cpu']}  threads {r['torch_threads']}  dtype {r['dtype']}",
+        f"generator {r['resolution']} px -> output {r['output_size']} px, model rate {r['model_rate']:g} Hz",
+        "",
+        f"{'stage':<14}{'p50 ms':>10}{'p90 ms':>10}",
+    ]
+    for name, v in r["stages_ms"].items():
+        lines.append(f"{name:<14}{(v['p50'] or 0):>10.2f}{(v['p90'] or 0):>10.2f}")
+    lines += [
+        "",
+        f"frames per second          {r['fps']:.1f}",
+        f"render speed at that fps   {r['render_speed_x_realtime_at_fps']:.2f}x real time",
+        f"audio-to-frame latency     {r['latency_ms_estimate']:.0f} ms (estimate: model period + step + frame)",
+        f"peak memory                {r['peak_rss_mb']:.0f} MB RSS"
+        + (f", {r['peak_cuda_mb']:.0f} MB CUDA" if r["peak_cuda_mb"] is not None else ""),
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.formats import CheckpointError
+
+    size: int | str = args.size if args.size == "native" else int(args.size)
+    try:
+        r = bench(args.bundle, args.device, args.dtype, args.frames, args.warmup, args.fps, args.model_rate, size,
+                  args.threads)
+    except (CheckpointError, ValueError, RuntimeError) as exc:
+        print(f"vjapp bench: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    return 0

@@ -1,0 +1,37 @@
+"""Which bundle the app plays: a chosen directory, the embedded default, or a random stand-in."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from model.bundle import Bundle, load_bundle, random_bundle
+
+log = logging.getLogger(__name__)
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+DEFAULT_BUNDLE_DIR = RESOURCES / "default"
+DEMO_AUDIO_DIR = RESOURCES / "demo"
+
+
+def open_bundle(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[Bundle, str]:
+    """Load ``path``, else the embedded default, else a random bundle; returns (bundle, description).
+
+    A bundle that is not fully trained is described as such, so the app and ``vjapp render``
+    can say honestly what the audience is looking at.
+    """
+    if path is not None:
+        bundle = load_bundle(path, device=device)
+        where = str(path)
+    elif (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
+        bundle = load_bundle(DEFAULT_BUNDLE_DIR, device=device)
+        where = "the embedded default"
+    else:
+        bundle = random_bundle().to(device)
+        where = "a randomly initialized bundle (no trained default is installed yet)"
+        return bundle, where
+    if not bundle.info.is_trained:
+        where += f" (untrained parts: {', '.join(bundle.info.untrained_parts)})"
+    return bundle, where

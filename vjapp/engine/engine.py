@@ -1,0 +1,214 @@
+"""The engine thread: owns the models, paces frames, reads the newest audio, reports everything.
+
+One persistent thread per show. It builds the models itself (so they live on the thread that
+uses them), then loops: take the newest controls from the mailbox, run a model step when one
+is due (newest audio window of each source -> W+ keyframe), render the frame for the display
+deadline from the interpolated W+ (one model period behind, so every frame lies between two
+real keyframes), publish it to a newest-wins slot, and spend spare time on prompt searches.
+Every exception is caught, counted, logged and handed to ``on_error``; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from model.bundle import Bundle
+from vjapp.audio import AudioSource, resample, to_mono
+from vjapp.engine.controls import Controls
+from vjapp.engine.frames import resolve_device, resolve_dtype
+from vjapp.engine.interp import Clock, FramePacer, WallClock
+from vjapp.engine.mailbox import LatestSlot, Mailbox
+from vjapp.engine.pipeline import PipelineConfig
+from vjapp.engine.show import Show, ShowConfig
+from vjapp.engine.stats import EngineStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One rendered frame, as the output window and the recorder receive it."""
+
+    image: np.ndarray  # [H, W, 3] uint8
+    index: int  # display frame number
+    t: float  # engine clock time the frame represents (s)
+    latency_ms: float  # newest audio used -> frame ready
+
+
+@dataclass
+class EngineConfig:
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    dtype: str = "auto"  # synthesis precision: auto | fp32 | bf16 | fp16
+    threads: int = 0  # torch CPU threads for the engine (0: leave torch's default)
+    interp: str = "cubic"  # linear | cubic
+    error_backoff_s: float = 0.2  # pause after a failed iteration, so errors cannot spin the CPU
+
+
+class Engine:
+    """Runs a :class:`Show` on its own thread, fed by audio sources and a controls mailbox.
+
+    Args:
+        bundle: the models (moved to the engine's device on its thread).
+        controls: newest-wins controls written by the UI, OSC and presets.
+        sources: audio sources (each with ``ring`` and ``sample_rate``), mixed by
+            ``Controls.source_weights``; more can be set later with :meth:`set_sources`.
+        on_frame: called on the engine thread with each :class:`Frame` (keep it cheap: e.g. emit
+            a Qt signal); frames are also published to :attr:`frames`.
+        on_error: called on the engine thread with a message for every error.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        controls: Mailbox[Controls],
+        sources: Sequence[AudioSource] = (),
+        config: EngineConfig | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.bundle = bundle
+        self.controls = controls
+        self._sources: Mailbox[tuple[AudioSource, ...]] = Mailbox(tuple(sources))
+        self.on_frame = on_frame
+        self.on_error = on_error
+        self.clock: Clock = clock or WallClock()
+        self.stats = EngineStats()
+        self.frames: LatestSlot[Frame] = LatestSlot()
+        self.ready = threading.Event()  # set once the models are built (or failed to)
+        self.last_error: str | None = None
+        self.show: Show | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._frame_index = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("engine already started")
+        self._thread = threading.Thread(target=self._main, name="vjapp-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if isinstance(self.clock, WallClock):
+            self.clock.interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("engine thread did not stop within %.1f s", timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def set_sources(self, sources: Sequence[AudioSource]) -> None:
+        """Swap the audio sources; the engine picks them up at its next model step."""
+        self._sources.put(tuple(sources))
+
+    # ------------------------------------------------------------------ thread
+    def _report(self, message: str) -> None:
+        self.last_error = message
+        self.stats.count("errors")
+        if self.on_error is not None:
+            try:
+                self.on_error(message)
+            except Exception:  # a broken error handler must not kill the engine
+                log.exception("on_error handler failed")
+
+    def _main(self) -> None:
+        try:
+            self._setup()
+        except Exception as exc:
+            log.exception("engine setup failed")
+            self._report(f"engine could not start: {exc}")
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self._loop()
+        except BaseException as exc:  # the loop itself catches per iteration; this is the last net
+            log.exception("engine loop died")
+            self._report(f"engine stopped: {exc}")
+
+    def _setup(self) -> None:
+        if self.config.threads > 0:
+            torch.set_num_threads(self.config.threads)
+        torch.set_flush_denormal(True)
+        device = resolve_device(self.config.device)
+        dtype = resolve_dtype(self.config.dtype, device)
+        self.bundle.to(device)
+        pipeline = PipelineConfig(window_seconds=self.bundle.info.segment_seconds)
+        self.show = Show(self.bundle, device, dtype, ShowConfig(pipeline=pipeline, interp=self.config.interp),
+                         self.stats)
+        for note in self.show.messages:
+            self._report(note)
+
+    def _loop(self) -> None:
+        show = self.show
+        assert show is not None
+        version, controls = self.controls.get()
+        show.apply(controls, self.clock.now(), immediate=True)
+        pacer = FramePacer(controls.fps, self.clock)
+        pacer.start()
+        next_step = self.clock.now()
+        notes_seen = len(show.messages)
+        while not self._stop.is_set():
+            try:
+                newer = self.controls.get_if_newer(version)
+                if newer is not None:
+                    version, controls = newer
+                    show.apply(controls, self.clock.now())
+                    if controls.fps != pacer.fps:
+                        pacer.set_fps(controls.fps)
+                step_dt = 1.0 / controls.model_rate
+                now = self.clock.now()
+                if now >= next_step:
+                    show.model_step(now, self._windows(show))
+                    next_step = max(next_step + step_dt, now)  # no catch-up bursts after a stall
+                elif pacer.next_deadline() - now > 0.004:
+                    show.background_work(now)
+                tick = pacer.wait()
+                if self._stop.is_set():
+                    break
+                delay = step_dt  # display one model period behind: always between two keyframes
+                image = show.frame_at(tick.deadline - delay)
+                done = self.clock.now()
+                latency_ms = (done - (tick.deadline - delay)) * 1e3
+                self.stats.record_latency(latency_ms)
+                if tick.skipped:
+                    self.stats.count("dropped_frames", tick.skipped)
+                frame = Frame(image, self._frame_index, tick.deadline, latency_ms)
+                self._frame_index += 1
+                self.frames.publish(frame)
+                if self.on_frame is not None:
+                    self.on_frame(frame)
+                if len(show.messages) > notes_seen:
+                    for note in show.messages[notes_seen:]:
+                        self._report(note)
+                    notes_seen = len(show.messages)
+            except Exception as exc:
+                log.exception("engine iteration failed")
+                self._report(f"engine error: {exc}")
+                time.sleep(self.config.error_backoff_s)
+
+    def _windows(self, show: Show) -> list[torch.Tensor]:
+        """The newest audio window of each source, mono, at the model's rate."""
+        _, sources = self._sources.get()
+        out: list[torch.Tensor] = []
+        seconds = show.sound.window_samples / show.sound.sample_rate
+        for src in sources:
+            rate = int(src.sample_rate)
+            n = min(int(round(seconds * rate)), src.ring.capacity)
+            block, _ = src.ring.latest_copy(n)
+            mono = to_mono(block)
+            out.append(torch.from_numpy(resample(mono, rate, show.sound.sample_rate, quality="MQ")))
+        return out

@@ -1,0 +1,198 @@
+"""Sound to W+, one model step at a time (ECCV 2022 eq. 1, 4-5, live and per segment).
+
+Each step takes the newest audio window of each source, turns it into a log-mel spectrogram,
+runs E_a (mel -> ΔW+) and one step of the recurrent coarse/mid/fine predictor, and returns the
+W+ target for the display to glide to. The papers encode a whole clip at once; live we keep
+the predictor's state and an offset from the base latent between steps:
+
+    Δ      = Σ_i weight_i · E_a(mel_i)                     several sources mix (Sound2Scene)
+    ŵ, h   = RNN(h, (base + o) + Δ)                        eq. 4-5: the model's next latent
+    scale  = gain · loudness^reactivity                    loudness sets the size of the change
+    o'     = o + scale · group_gain · (ŵ − (base + o))     the performer scales the model's step
+    o'    *= (1 − leak)                                    the scene returns home in silence
+    o      = smoothing · o + (1 − smoothing) · o'
+    W+     = mix(truncate(base + o))                       style mixing per group, truncation
+
+so silence gives no motion, loud sound moves the picture in proportion, and hours of running
+keep every tensor the same size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Sequence
+
+import torch
+from torch import nn
+
+from model.audio_features import LogMel, rms_loudness
+from vjapp.engine.controls import Controls
+from vjapp.engine.latents import db_to_unit, group_masks, truncate
+from vjapp.engine.stats import EngineStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineConfig:
+    """Live-only settings of the sound-to-latent step (the models' own live in the bundle)."""
+
+    window_seconds: float = 1.0  # audio seen by each model step (newest window)
+    leak: float = 0.04  # per-step pull of the offset back toward the base latent
+    quiet_db: float = -55.0  # RMS loudness (dBFS) that counts as silence
+    loud_db: float = -10.0  # RMS loudness that counts as full scale
+    max_offset: float = 8.0  # per-w L2 norm bound of the offset, a guard against runaway motion
+
+
+@dataclass
+class StepResult:
+    ws: torch.Tensor  # [num_ws, w_dim] the W+ target (truncated, mixed)
+    loudness: float  # 0..1 of the mixed input
+    loudness_db: float
+    motion: float  # mean per-w L2 norm of this step's change of the offset
+
+
+class SoundToLatent:
+    """The per-segment sound -> W+ step; owned and called by the engine thread only."""
+
+    def __init__(
+        self,
+        logmel: LogMel,
+        inversion: nn.Module,
+        predictor: nn.Module,
+        w_avg: torch.Tensor,
+        groups: Sequence[tuple[int, int]],
+        device: torch.device,
+        config: PipelineConfig | None = None,
+        stats: EngineStats | None = None,
+    ) -> None:
+        self.config = config or PipelineConfig()
+        self.device = device
+        self.stats = stats
+        # CUDA runs asynchronously: synchronize at stage ends so the stage timings are true.
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else None
+        self.logmel = logmel.to(device).eval()
+        self.inversion = inversion.to(device).eval()
+        self.predictor = predictor.to(device).eval()
+        self.num_ws: int = int(predictor.num_ws)
+        self.w_dim: int = int(predictor.w_dim)
+        if tuple(w_avg.shape) != (self.w_dim,):
+            raise ValueError(f"w_avg must be [{self.w_dim}], got {tuple(w_avg.shape)}")
+        self.w_avg = w_avg.to(device)
+        self.groups = tuple(tuple(g) for g in groups)
+        if len(self.groups) != 3:
+            raise ValueError(f"expected coarse, mid and fine layer groups, got {self.groups}")
+        self.masks = group_masks(self.groups, self.num_ws, device)  # [3, num_ws, 1]
+        self.window_samples = int(round(self.config.window_seconds * self.logmel.config.sample_rate))
+        self.state = self.predictor.init_state(1, device)
+        self.offset = torch.zeros(1, self.num_ws, self.w_dim, device=device)  # o, [1, L, C]
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the audio windows must be at (the mel frontend's)."""
+        return int(self.logmel.config.sample_rate)
+
+    def reset(self) -> None:
+        self.state.zero_()
+        self.offset.zero_()
+
+    def _gain_mask(self, controls: Controls) -> torch.Tensor:
+        gains = controls.group_gains
+        g = torch.tensor([gains.coarse, gains.mid, gains.fine], device=self.device).view(3, 1, 1)
+        return (self.masks * g).sum(0, keepdim=True)  # [1, L, 1]
+
+    @torch.no_grad()
+    def step(self, windows: Sequence[torch.Tensor], base: torch.Tensor, controls: Controls,
+             mix: Sequence[torch.Tensor | None] = (None, None, None)) -> StepResult:
+        """One model step.
+
+        Args:
+            windows: one mono window per sound source, ``[window_samples]`` float32 at
+                :attr:`sample_rate` (shorter windows are zero-padded at the front).
+            base: raw (untruncated) base latent ``[num_ws, w_dim]``.
+            controls: the performer's controls (gains, smoothing, mix strengths, truncation).
+            mix: raw latents ``[num_ws, w_dim]`` for the coarse, mid and fine mix slots, or None.
+        """
+        weights = list(controls.source_weights)[: len(windows)]
+        active = [(w, x) for w, x in zip(weights, windows) if w > 0.0]
+        batch = torch.stack([self._fit(x) for _, x in active]) if active else None  # [S, N]
+        if batch is not None:
+            with self._stage("mel"):
+                mels = self.logmel(batch)  # [S, n_mels, T]
+            with self._stage("encoder"):
+                deltas = self.inversion(mels)  # [S, L, C]
+            wts = torch.tensor([w for w, _ in active], device=self.device).view(-1, 1, 1)
+            delta = (deltas * wts).sum(0, keepdim=True)  # [1, L, C]
+            mixed = (batch * wts.view(-1, 1)).sum(0)
+            loud_db = float(rms_loudness(mixed, db=True))
+        else:
+            delta = torch.zeros_like(self.offset)
+            loud_db = float("-inf")
+        loud = db_to_unit(loud_db, self.config.quiet_db, self.config.loud_db)
+        r = controls.loudness_reactivity
+        scale = controls.gain * (loud**r if r > 0 else 1.0)
+
+        w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
+        with self._stage("recurrent"):
+            w_pred, self.state = self.predictor.step(w_prev, delta, self.state)
+        change = (w_pred - w_prev) * (scale * self._gain_mask(controls))  # [1, L, C]
+        new_offset = (self.offset + change) * (1.0 - self.config.leak)
+        new_offset = _clamp_rows(new_offset, self.config.max_offset)
+        s = controls.smoothing
+        before = self.offset.clone()
+        self.offset.mul_(s).add_(new_offset, alpha=1.0 - s)
+        if not bool(torch.isfinite(self.offset).all()):
+            log.warning("non-finite latent offset; resetting the predictor")
+            self.reset()
+        motion = float((self.offset - before).norm(dim=-1).mean())
+        ws = self.compose(base, controls, mix)
+        return StepResult(ws=ws, loudness=loud, loudness_db=loud_db, motion=motion)
+
+    def compose(self, base: torch.Tensor, controls: Controls,
+                mix: Sequence[torch.Tensor | None] = (None, None, None)) -> torch.Tensor:
+        """``truncate(base + offset)`` with the coarse/mid/fine groups mixed toward ``mix``."""
+        ws = truncate(base + self.offset[0], self.w_avg, controls.truncation_psi)  # [L, C]
+        slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
+        for i, (slot, other) in enumerate(zip(slots, mix)):
+            if other is None or slot.source_kind == "none" or slot.strength <= 0.0:
+                continue
+            other_t = truncate(other, self.w_avg, controls.truncation_psi)
+            m = self.masks[i] * slot.strength  # [L, 1]
+            ws = ws + m * (other_t - ws)
+        return ws
+
+    def _stage(self, name: str) -> ContextManager[object]:
+        if self.stats is None:
+            return contextlib.nullcontext()
+        if self._sync is None:
+            return self.stats.stage(name)
+        return _SyncedStage(self.stats.stage(name), self._sync)
+
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, torch.float32).reshape(-1)
+        n = self.window_samples
+        if x.numel() >= n:
+            return x[-n:]
+        return torch.nn.functional.pad(x, (n - x.numel(), 0))
+
+
+def _clamp_rows(x: torch.Tensor, max_norm: float) -> torch.Tensor:
+    norms = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return x * (max_norm / norms).clamp(max=1.0)
+
+
+class _SyncedStage:
+    """A stage timer that waits for the GPU at both ends of the block."""
+
+    def __init__(self, timer: ContextManager[object], sync: Callable[[], None]) -> None:
+        self._timer, self._sync = timer, sync
+
+    def __enter__(self) -> None:
+        self._sync()
+        self._timer.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._sync()
+        self._timer.__exit__(*exc)  # type: ignore[arg-type]

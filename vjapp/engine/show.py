@@ -1,0 +1,164 @@
+"""The show: one bundle's models wired into controls -> base latent -> sound step -> frame.
+
+Both drivers use it: the live :class:`vjapp.engine.engine.Engine` thread (wall clock, ring
+buffers) and headless ``vjapp render`` (sample clock, a decoded file). It owns the models, so it
+must only ever be called from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from model.audio_features import LogMel
+from model.bundle import Bundle
+from vjapp.engine.controls import Controls, MixSlot
+from vjapp.engine.frames import FrameRenderer, to_uint8
+from vjapp.engine.interp import LatentTimeline
+from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
+from vjapp.engine.pipeline import PipelineConfig, SoundToLatent, StepResult
+from vjapp.engine.stats import EngineStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShowConfig:
+    """How the show runs (not what the performer plays with: that is :class:`Controls`)."""
+
+    pipeline: PipelineConfig = None  # type: ignore[assignment]
+    crossfade_seconds: float = 1.5  # prompt/seed changes glide over this long
+    prompt_candidates: int = 24  # latents tried per prompt
+    prompt_batch: int = 2  # candidates per advance() call (live: one call between frames)
+    interp: str = "cubic"  # W+ interpolation between model steps: "linear" or "cubic"
+
+    def __post_init__(self) -> None:
+        if self.pipeline is None:
+            self.pipeline = PipelineConfig()
+
+
+class Show:
+    """Models + latent state for one bundle; call from the engine thread only."""
+
+    def __init__(self, bundle: Bundle, device: torch.device, dtype: torch.dtype,
+                 config: ShowConfig | None = None, stats: EngineStats | None = None) -> None:
+        self.config = config or ShowConfig()
+        self.bundle = bundle
+        self.device = device
+        self.stats = stats or EngineStats()
+        G = bundle.generator.to(device).eval()
+        self.G = G
+        self.renderer = FrameRenderer(G, device, dtype)
+        self.sound = SoundToLatent(
+            LogMel(bundle.info.mel), bundle.sound_inversion, bundle.predictor,
+            G.mapping.w_avg.detach(), bundle.info.layer_groups, device, self.config.pipeline, self.stats,
+        )
+        self.num_ws, self.w_dim = G.num_ws, G.w_dim
+        self.bank = LatentBank(lambda z: G.mapping(z, truncation_psi=1.0), G.z_dim, device)
+        self.clip = bundle.clip.to(device).eval() if bundle.clip is not None else None
+        self._psi = 0.7
+        self.search: PromptSearch | None = None
+        if self.clip is not None:
+            self.search = PromptSearch(
+                mapping=lambda z: G.mapping(z, truncation_psi=1.0),
+                render=lambda ws: self.renderer.images(ws),
+                encode_image=self.clip.encode_image,
+                encode_text=self.clip.encode_text,
+                truncate=lambda ws: truncate(ws, self.sound.w_avg, self._psi),
+                z_dim=G.z_dim, device=device,
+                candidates=self.config.prompt_candidates, batch=self.config.prompt_batch,
+            )
+        self.base = Crossfade(self.bank.for_seed(0), self.config.crossfade_seconds)
+        self.timeline = LatentTimeline(self.num_ws, self.w_dim, capacity=8, device=device,
+                                       mode=self.config.interp)  # type: ignore[arg-type]
+        self.controls = Controls()
+        self._mix: list[torch.Tensor | None] = [None, None, None]
+        self.messages: list[str] = []  # user-facing notes (e.g. "no CLIP: prompts disabled")
+
+    # ---------------------------------------------------------------- controls -> latents
+    def apply(self, controls: Controls, now: float, immediate: bool = False) -> None:
+        """Take new controls: retarget the base latent (crossfading unless ``immediate``),
+        resolve the mix sources, resize the output."""
+        self.controls = controls
+        self._psi = controls.truncation_psi
+        self.renderer.set_size(controls.size)
+        self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate)
+        slots: tuple[MixSlot, ...] = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
+        self._mix = [self._resolve_slot(s) for s in slots]
+
+    def _resolve(self, prompt: str, seed: int) -> torch.Tensor:
+        if prompt:
+            if self.search is None:
+                self._note("this bundle has no CLIP model: text prompts are ignored")
+            else:
+                hit = self.search.request(prompt)
+                if hit is not None:
+                    return hit.latent
+                return self.base.target  # keep the current picture until the search is done
+        return self.bank.for_seed(seed)
+
+    def _resolve_slot(self, slot: MixSlot) -> torch.Tensor | None:
+        if slot.source_kind == "seed":
+            return self.bank.for_seed(slot.seed)
+        if slot.source_kind == "prompt" and slot.prompt and self.search is not None:
+            hit = self.search.cached(slot.prompt)
+            if hit is None and self.search.pending is None:
+                self.search.request(slot.prompt)
+            return hit.latent if hit is not None else None
+        return None
+
+    def _note(self, message: str) -> None:
+        if message not in self.messages:
+            self.messages.append(message)
+            log.warning(message)
+
+    def background_work(self, now: float) -> bool:
+        """Advance a pending prompt search by one batch; True if a result arrived."""
+        if self.search is None or self.search.pending is None:
+            return False
+        with self.stats.stage("prompt_search"):
+            result = self.search.advance()
+        if result is not None:
+            self.apply(self.controls, now)
+            return True
+        return False
+
+    def resolve_prompts(self, controls: Controls) -> None:
+        """Finish every search the controls need, now (offline render)."""
+        if self.search is None:
+            return
+        for p in [controls.prompt] + [s.prompt for s in (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
+                                       if s.source_kind == "prompt"]:
+            if p:
+                self.search.resolve(p)
+
+    # ---------------------------------------------------------------- steps and frames
+    def reset(self) -> None:
+        """Forget the motion so far: predictor state, latent offset and keyframes."""
+        self.sound.reset()
+        self.timeline.clear()
+
+    def model_step(self, now: float, windows: Sequence[torch.Tensor]) -> StepResult:
+        """One sound step at time ``now``; pushes the W+ keyframe for the display."""
+        if self.controls.paused:
+            windows = []
+        with self.stats.stage("model_step"):
+            result = self.sound.step(windows, self.base.value(now), self.controls, self._mix)
+        self.timeline.push(now, result.ws)
+        self.stats.tick_model()
+        return result
+
+    def frame_at(self, t: float) -> np.ndarray:
+        """The uint8 frame ``[H, W, 3]`` for display time ``t``."""
+        with self.stats.stage("interpolate"):
+            ws = self.timeline.sample(t)
+        with self.stats.stage("synthesis"):
+            img = self.renderer.images(ws.unsqueeze(0), self.controls.noise_mode)[0]
+        with self.stats.stage("to_uint8"):
+            frame = to_uint8(img)
+        self.stats.tick_display()
+        return frame
