@@ -418,11 +418,11 @@ def save_bundle(path: str | Path, bundle: Bundle, clip_mode: str = "auto") -> Pa
 
 def random_bundle(
     resolution: int = 256,
-    channel_max: int = 128,
+    channel_max: int = 64,
     seed: int = 0,
     *,
     w_dim: int = 512,
-    channel_base: int = 32768,
+    channel_base: int = 8192,
     mapping_layers: int = 8,
     clip_arch: str | ClipConfig = DEFAULT_CLIP_ARCH,
     mel: MelConfig | None = None,
@@ -436,7 +436,8 @@ def random_bundle(
     """A consistent, randomly initialised bundle (every part marked untrained), reproducible by ``seed``.
 
     Uses its own RNG stream, so the caller's global torch RNG state is left untouched. Small
-    defaults (channel_max 128, encoder channels 32..256, tiny CLIP) keep it real-time on a CPU.
+    defaults (channel_base 8192, channel_max 64: about 35 fps at 256 px with bf16 on 2 CPU cores; encoder
+    channels 32..256; tiny CLIP) keep it real-time on a CPU.
     """
     mel = mel or MelConfig()
     with torch.random.fork_rng(devices=[]):

@@ -138,6 +138,23 @@ def test_style_mix_takes_groups_from_another_seed(show):
     assert torch.allclose(halfway[c0:c1], (plain[c0:c1] + mixed[c0:c1]) / 2, atol=1e-5)
 
 
+def test_group_smoothing_slows_only_its_group(show):
+    sr = show.sound.sample_rate
+    audio = _tone(0.5, sr, -12)
+    show.reset()
+    controls = set_path(Controls().replace(smoothing=0.0), "group_smoothing.fine", 0.9)
+    show.apply(controls, 0.0, immediate=True)
+    show.model_step(0.0, [audio])
+    smoothed = show.sound.offset[0].norm(dim=-1)
+    show.reset()
+    show.apply(Controls().replace(smoothing=0.0), 0.0, immediate=True)
+    show.model_step(0.0, [audio])
+    free = show.sound.offset[0].norm(dim=-1)
+    (c0, c1), _, (f0, f1) = show.sound.groups
+    assert torch.allclose(smoothed[c0:c1], free[c0:c1])
+    assert torch.allclose(smoothed[f0:f1], 0.1 * free[f0:f1], rtol=1e-4)
+
+
 def test_two_sources_mix_by_weight(show):
     sr = show.sound.sample_rate
     loud, silent = _tone(0.5, sr, -12), torch.zeros(sr // 2)
@@ -171,6 +188,9 @@ def test_engine_thread_publishes_frames_and_survives_errors(tiny_bundle_dir):
         assert got.wait(30), f"no frame; errors: {errors}"
         first = engine.frames.take_newer(0)
         assert first is not None and first[1].image.shape == (32, 32, 3)
+        heard = engine.analysis.wait_newer(0, timeout=10)
+        assert heard is not None and heard[1].mel is not None and heard[1].mel.shape[0] == 32
+        assert heard[1].loudness > 0.5  # the ring holds a loud chord
 
         class Broken:
             sample_rate = 22050

@@ -82,3 +82,9 @@ def test_bench_prints_stage_figures(tiny_bundle_dir, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "frames per second" in text and "synthesis" in text
+
+
+def test_devices_lists_or_says_none(capsys):
+    assert main(["devices", "--outputs"]) == 0
+    out = capsys.readouterr().out
+    assert "inputs" in out or "no audio input devices" in out

@@ -19,6 +19,7 @@ from vjapp import __version__
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("vjapp.render", "render an audio file to an MP4 (headless, as fast as it can)"),
     "bench": ("vjapp.bench", "measure frames per second, per-stage times and latency here"),
+    "devices": ("vjapp.devices", "list audio input (and output) devices"),
     "convert": ("vjapp.convert", "import an NVIDIA .pkl or rosinality .pt generator into the native format"),
 }
 

@@ -307,6 +307,15 @@ class GroupGains(_Validated):
 
 
 @dataclass(frozen=True)
+class GroupSmoothing(_Validated):
+    """Extra temporal smoothing per W+ layer group, on top of the overall ``smoothing``."""
+
+    coarse: float = _ctl(0.0, FloatSpec(0.0, 0.99, "extra smoothing of the coarse layers"))
+    mid: float = _ctl(0.0, FloatSpec(0.0, 0.99, "extra smoothing of the middle layers"))
+    fine: float = _ctl(0.0, FloatSpec(0.0, 0.99, "extra smoothing of the fine layers"))
+
+
+@dataclass(frozen=True)
 class Controls(_Validated):
     """The whole performer-facing state. Immutable; valid by construction."""
 
@@ -317,6 +326,7 @@ class Controls(_Validated):
     gain: float = _ctl(1.0, FloatSpec(0.0, 4.0, "overall reactivity to sound"))
     smoothing: float = _ctl(0.5, FloatSpec(0.0, 0.99, "temporal smoothing of the latent"))
     group_gains: GroupGains = _nested(GroupGains)
+    group_smoothing: GroupSmoothing = _nested(GroupSmoothing)
     loudness_reactivity: float = _ctl(
         1.0, FloatSpec(0.0, 2.0, "how much loudness scales the size of the change")
     )

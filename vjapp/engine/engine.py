@@ -42,6 +42,17 @@ class Frame:
     latency_ms: float  # newest audio used -> frame ready
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What the model heard at one step, for the scope (the UI never calls a model)."""
+
+    mel: np.ndarray | None  # [n_mels, T] float32 in [0, 1], low bins first; None in silence
+    loudness: float  # 0..1 as used for reactivity
+    loudness_db: float  # RMS dBFS of the mixed input
+    motion: float  # size of this step's latent change
+    t: float  # engine clock time of the step
+
+
 @dataclass
 class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
@@ -83,6 +94,7 @@ class Engine:
         self.clock: Clock = clock or WallClock()
         self.stats = EngineStats()
         self.frames: LatestSlot[Frame] = LatestSlot()
+        self.analysis: LatestSlot[Analysis] = LatestSlot()
         self.ready = threading.Event()  # set once the models are built (or failed to)
         self.last_error: str | None = None
         self.show: Show | None = None
@@ -172,7 +184,9 @@ class Engine:
                 step_dt = 1.0 / controls.model_rate
                 now = self.clock.now()
                 if now >= next_step:
-                    show.model_step(now, self._windows(show))
+                    result = show.model_step(now, self._windows(show))
+                    mel = None if result.mel is None else result.mel.float().cpu().numpy()
+                    self.analysis.publish(Analysis(mel, result.loudness, result.loudness_db, result.motion, now))
                     next_step = max(next_step + step_dt, now)  # no catch-up bursts after a stall
                 elif pacer.next_deadline() - now > 0.004:
                     show.background_work(now)

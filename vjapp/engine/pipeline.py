@@ -10,7 +10,7 @@ the predictor's state and an offset from the base latent between steps:
     scale  = gain · loudness^reactivity                    loudness sets the size of the change
     o'     = o + scale · group_gain · (ŵ − (base + o))     the performer scales the model's step
     o'    *= (1 − leak)                                    the scene returns home in silence
-    o      = smoothing · o + (1 − smoothing) · o'
+    o      = s_g · o + (1 − s_g) · o'                       s_g = 1 − (1 − smoothing)(1 − group_smoothing_g)
     W+     = mix(truncate(base + o))                       style mixing per group, truncation
 
 so silence gives no motion, loud sound moves the picture in proportion, and hours of running
@@ -52,6 +52,7 @@ class StepResult:
     loudness: float  # 0..1 of the mixed input
     loudness_db: float
     motion: float  # mean per-w L2 norm of this step's change of the offset
+    mel: torch.Tensor | None = None  # [n_mels, T] what the model heard (weighted mix), 0..1; None in silence
 
 
 class SoundToLatent:
@@ -127,9 +128,11 @@ class SoundToLatent:
             delta = (deltas * wts).sum(0, keepdim=True)  # [1, L, C]
             mixed = (batch * wts.view(-1, 1)).sum(0)
             loud_db = float(rms_loudness(mixed, db=True))
+            heard = (mels * wts).sum(0) / wts.sum()  # [n_mels, T]
         else:
             delta = torch.zeros_like(self.offset)
             loud_db = float("-inf")
+            heard = None
         loud = db_to_unit(loud_db, self.config.quiet_db, self.config.loud_db)
         r = controls.loudness_reactivity
         scale = controls.gain * (loud**r if r > 0 else 1.0)
@@ -140,15 +143,15 @@ class SoundToLatent:
         change = (w_pred - w_prev) * (scale * self._gain_mask(controls))  # [1, L, C]
         new_offset = (self.offset + change) * (1.0 - self.config.leak)
         new_offset = _clamp_rows(new_offset, self.config.max_offset)
-        s = controls.smoothing
+        s = self._smoothing_mask(controls)  # [1, L, 1]
         before = self.offset.clone()
-        self.offset.mul_(s).add_(new_offset, alpha=1.0 - s)
+        self.offset.mul_(s).add_(new_offset * (1.0 - s))
         if not bool(torch.isfinite(self.offset).all()):
             log.warning("non-finite latent offset; resetting the predictor")
             self.reset()
         motion = float((self.offset - before).norm(dim=-1).mean())
         ws = self.compose(base, controls, mix)
-        return StepResult(ws=ws, loudness=loud, loudness_db=loud_db, motion=motion)
+        return StepResult(ws=ws, loudness=loud, loudness_db=loud_db, motion=motion, mel=heard)
 
     def compose(self, base: torch.Tensor, controls: Controls,
                 mix: Sequence[torch.Tensor | None] = (None, None, None)) -> torch.Tensor:
@@ -162,6 +165,13 @@ class SoundToLatent:
             m = self.masks[i] * slot.strength  # [L, 1]
             ws = ws + m * (other_t - ws)
         return ws
+
+    def _smoothing_mask(self, controls: Controls) -> torch.Tensor:
+        """Per-layer smoothing: the overall and the group's, cascaded (both 0 -> none)."""
+        gs = controls.group_smoothing
+        g = torch.tensor([gs.coarse, gs.mid, gs.fine], device=self.device).view(3, 1, 1)
+        per_layer = (self.masks * g).sum(0, keepdim=True)  # [1, L, 1]
+        return 1.0 - (1.0 - controls.smoothing) * (1.0 - per_layer)
 
     def _stage(self, name: str) -> ContextManager[object]:
         if self.stats is None:
