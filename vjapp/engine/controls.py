@@ -333,7 +333,7 @@ class Controls(_Validated):
     source_weights: tuple[float, float] = _ctl(
         (1.0, 0.0), VectorSpec(2, 0.0, 1.0, "mix weight of each sound source")
     )
-    model_rate: float = _ctl(15.0, FloatSpec(1.0, 60.0, "model steps per second (Hz)"))
+    model_rate: float = _ctl(10.0, FloatSpec(1.0, 60.0, "model steps per second (Hz)"))
     fps: float = _ctl(30.0, FloatSpec(1.0, 240.0, "display frames per second"))
     size: int | str = _ctl("native", SizeSpec(64, 1024, "output size (px) or 'native'"))
     noise_mode: str = _ctl("const", ChoiceSpec(NOISE_MODES, "StyleGAN noise inputs"))
