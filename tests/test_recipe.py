@@ -1,0 +1,95 @@
+"""``vjapp-train recipe``: every stage in order into one bundle, resumable across invocations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pytest
+
+from training.recipes import (
+    EXIT_STOPPED,
+    RECIPES,
+    STAGE_ORDER,
+    RecipeContext,
+    read_state,
+    run_recipe,
+    stage_argv,
+)
+from training.run import TrainingError
+
+ONE_STEP = {"clip": 1, "audio": 1, "generator": 1, "sound2video": 1}
+
+
+@pytest.mark.parametrize("name,scale", [("tiny", "default"), ("default", "tiny"), ("default", "default")])
+def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
+    """The recipe's command lines parse with each stage's own parser (no stage is run)."""
+    import importlib
+
+    from training.cli import STAGES
+
+    ctx = RecipeContext(out=tmp_path / "b", work=tmp_path / "w", scale=scale)
+    sizes = RECIPES[name].sizes(scale)
+    for stage in STAGE_ORDER:
+        module = importlib.import_module(STAGES[stage][0])
+        parser = argparse.ArgumentParser(prog=stage, exit_on_error=False)
+        module.add_arguments(parser)
+        args = parser.parse_args(stage_argv(stage, sizes, ctx))
+        if stage == "generator":
+            assert args.resolution == sizes.resolution
+    if name == "default" and scale == "default":  # the embedded default's sizes (DESIGN §5)
+        assert (sizes.resolution, sizes.channel_base, sizes.channel_max, sizes.w_dim) == (256, 8192, 64, 512)
+        assert (sizes.sample_rate, sizes.n_mels) == (22050, 64)
+
+
+def test_tiny_recipe_end_to_end_stops_on_time_and_resumes(tmp_path):
+    from model.bundle import load_bundle
+
+    out, work = tmp_path / "bundle", tmp_path / "work"
+    # a budget that runs out during the data stage: the recipe stops before training and says so
+    assert run_recipe("tiny", out, work, max_minutes=1e-5, steps=ONE_STEP) == EXIT_STOPPED
+    state = read_state(work)
+    assert state["stages"]["synthscapes"]["done"] and "clip" not in state["stages"]
+    manifest = work / "synthscapes" / "manifest.csv"
+    stamp = manifest.stat().st_mtime_ns
+
+    # the same command again finishes the rest, without redoing the data
+    assert run_recipe("tiny", out, work, steps=ONE_STEP) == 0
+    assert manifest.stat().st_mtime_ns == stamp
+    bundle = load_bundle(out)
+    assert bundle.info.is_trained, bundle.info.trained
+    assert bundle.info.resolution == 32 and bundle.info.mel.n_mels == 32
+    report = json.loads((work / "eval" / "report.json").read_text())
+    assert set(report["methods"]) == {"ours", "random_walk", "linear_interpolation", "loudness_walk"}
+    state = read_state(work)
+    assert all(state["stages"][s]["done"] for s in STAGE_ORDER)
+
+    # a third run has nothing to do
+    t0 = time.monotonic()
+    assert run_recipe("tiny", out, work, steps=ONE_STEP) == 0
+    assert time.monotonic() - t0 < 5.0
+    assert read_state(work)["stages"] == state["stages"]
+
+    # a stage whose part is not marked trained (as after a stop) is run again and resumes
+    from training.bundle_io import read_training_json
+
+    doc = read_training_json(out)
+    doc["parts"]["predictor"]["trained"] = False
+    (out / "training.json").write_text(json.dumps(doc))
+    (work / "eval" / "report.json").unlink()
+    assert run_recipe("tiny", out, work, steps=ONE_STEP) == 0
+    assert read_training_json(out)["parts"]["predictor"]["trained"]
+    metrics = (work / "runs" / "sound2video" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(m)["step"] for m in metrics if json.loads(m)["prefix"] == "train"] == [1]  # resumed, not redone
+    assert (work / "eval" / "report.json").is_file()
+
+    # the work folder belongs to this recipe
+    with pytest.raises(TrainingError, match="holds recipe"):
+        run_recipe("default", out, work, scale="tiny")
+
+
+def test_recipe_cli_rejects_bad_step_overrides(tmp_path):
+    from training.cli import main
+
+    assert main(["recipe", "tiny", "--out", str(tmp_path / "b"), "--steps", "bogus=3"]) == 1

@@ -1,0 +1,196 @@
+"""The sound2video stage: E_a + predictor trained as the live pipeline uses them, G frozen."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.audio_features import LogMel, MelConfig
+from model.bundle import random_bundle
+from training.baselines import (
+    LiveDynamics,
+    SoundModels,
+    live_windows,
+    ours_latents,
+    random_bases,
+    truncate_sequence,
+)
+from training.stages.sound2video import (
+    Frozen,
+    Sound2VideoConfig,
+    Sound2VideoError,
+    Sound2VideoTrainer,
+    SoundToVideo,
+    default_discriminators,
+    latent_spread,
+    synthesize_at,
+)
+
+MEL = MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=32)
+
+
+@pytest.fixture(scope="module")
+def synthscapes_tiny(tmp_path_factory):
+    from training.data.synthscapes import write_synthscapes
+
+    root = tmp_path_factory.mktemp("synthscapes")
+    write_synthscapes(root, 9, 2.0, 32, 0, fps=8.0, sample_rate=16000, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    b = random_bundle(resolution=32, channel_max=32, w_dim=64, mapping_layers=2, encoder_channels=(8, 16, 16, 16),
+                      hidden_dim=32, mel=MEL, segment_seconds=0.5)
+    with torch.no_grad():  # make E_a and the predictor move the latent noticeably
+        for head in b.sound_inversion.heads:
+            head.fc2.weight.mul_(50.0)
+        for block in b.predictor.blocks:
+            block.out.weight.mul_(20.0)
+    return b
+
+
+def test_live_windows_tile_the_segments():
+    audio = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)
+    windows, seg = live_windows(audio, 4)
+    assert windows.shape == (2, 1 + 2 * 4, 8)
+    assert seg.tolist() == [0, 4, 8]
+    for t in range(3):  # the step at the end of segment t reads exactly segment t
+        assert torch.equal(windows[:, seg[t]], audio[:, t])
+    assert torch.equal(windows[0, 1], torch.arange(2, 10, dtype=torch.float32))  # hop of S/substeps samples
+
+
+def test_training_rollout_equals_the_live_pipeline(bundle):
+    """What is trained is what plays: the batched rollout matches SoundToLatent.step exactly."""
+    from vjapp.engine.controls import Controls
+    from vjapp.engine.pipeline import PipelineConfig, SoundToLatent
+
+    G = bundle.generator
+    gen = torch.Generator().manual_seed(0)
+    audio = torch.randn(2, 3, 8000, generator=gen) * torch.tensor([0.02, 0.3]).view(2, 1, 1)
+    base = random_bases(G.mapping, [3, 4], G.z_dim)
+    pipeline = PipelineConfig(window_seconds=0.5)
+    models = SoundModels(LogMel(MEL), bundle.sound_inversion, bundle.predictor, 5, LiveDynamics.live(pipeline))
+    with torch.no_grad():
+        ws_all, ws_seg = ours_latents(models, audio, base)
+    assert ws_all.shape == (2, 11, G.num_ws, G.w_dim) and ws_seg.shape == (2, 3, G.num_ws, G.w_dim)
+    windows, _ = live_windows(audio, 5)
+    controls = Controls()
+    for i in range(2):
+        live = SoundToLatent(LogMel(MEL), bundle.sound_inversion, bundle.predictor, G.mapping.w_avg,
+                             bundle.info.layer_groups, torch.device("cpu"), pipeline)
+        for j in range(windows.shape[1]):
+            got = live.step([windows[i, j]], base[i], controls).ws
+            want = truncate_sequence(ws_all[i, j], G.mapping.w_avg, controls.truncation_psi)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert float((ws_all[1, -1] - base[1]).norm()) > 0.0  # the loud clip moved
+
+
+def test_latent_spread_is_zero_for_a_still_sequence_and_pulls_latents_together():
+    still = torch.randn(2, 1, 4, 8).expand(2, 5, 4, 8)
+    assert float(latent_spread(still)) == pytest.approx(0.0, abs=1e-10)
+    ws = torch.randn(2, 5, 4, 8, requires_grad=True)
+    start_ws = ws.detach().clone()
+    opt = torch.optim.SGD([ws], lr=2.0)
+    for _ in range(20):
+        opt.zero_grad()
+        latent_spread(ws).backward()
+        opt.step()
+    ws = ws.detach()
+    assert float(latent_spread(ws)) < 0.2 * float(latent_spread(start_ws))
+    # it pulls each sequence towards its own mean, which stays put
+    torch.testing.assert_close(ws.mean(dim=1), start_ws.mean(dim=1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(Sound2VideoError):
+        latent_spread(torch.zeros(2, 3, 4))
+
+
+def test_partial_synthesis_matches_full_at_full_size_and_downsizes(bundle):
+    G = bundle.generator
+    ws = G.mapping(torch.randn(2, G.z_dim))
+    with torch.no_grad():
+        torch.testing.assert_close(synthesize_at(G.synthesis, ws, 32), G.synthesis(ws))
+        low = synthesize_at(G.synthesis, ws, 16)
+    assert low.shape == (2, 3, 16, 16) and bool(torch.isfinite(low).all())
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(Sound2VideoError, match="render_size"):
+        Sound2VideoConfig(render_size=24)
+    with pytest.raises(Sound2VideoError, match="lambda_b"):
+        Sound2VideoConfig(lambda_b=-1.0)
+
+
+def test_trainer_steps_are_finite_and_only_train_the_encoders(bundle):
+    import copy
+
+    b = copy.deepcopy(bundle)
+    cfg = Sound2VideoConfig(segments=3, batch_size=2, r1_interval=1, render_size=16, d_channel_base=256,
+                            d_channel_max=16, video_channels=(8, 16))
+    frozen = Frozen(b.generator, b.clip, b.audio_encoder, LogMel(MEL))
+    g_before = {k: v.clone() for k, v in b.generator.state_dict().items()}
+    model = SoundToVideo(b.sound_inversion, b.predictor, LiveDynamics.live())
+    e_before = [p.detach().clone() for p in model.parameters()]
+    d_img, d_vid = default_discriminators(cfg, 16, 3)
+    trainer = Sound2VideoTrainer(cfg, frozen, model, d_img, d_vid, substeps=2, render_size=16,
+                                 device=torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    audio = torch.randn(2, 3, 8000, generator=gen) * 0.2
+    frames = torch.rand(2, 3, 3, 32, 32, generator=gen) * 2 - 1
+    for _ in range(2):
+        stats = trainer.step(audio, frames, ["thunderstorm", "wind"])
+    for key in ("loss", "loss_audio", "loss_text", "loss_spread", "g_img_adv", "g_vid_adv", "d_img", "d_vid", "r1"):
+        assert math.isfinite(stats[key]), key
+    assert 0.0 <= stats["loss_audio"] <= 2.0 and 0.0 <= stats["loss_text"] <= 2.0
+    assert trainer.last_fake.shape == (6, 3, 16, 16)
+    for k, v in b.generator.state_dict().items():  # G frozen
+        assert torch.equal(v, g_before[k]), k
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), e_before))  # E_a / predictor learn
+    with pytest.raises(Sound2VideoError, match="captions"):
+        trainer.step(audio, frames, ["only one"])
+
+
+def _tiny_training_bundle(root: Path) -> Path:
+    """A saved random bundle with its parts recorded as trained generator/clip/audio (as earlier stages leave it)."""
+    from model.bundle import save_bundle
+
+    b = random_bundle(resolution=32, channel_max=32, w_dim=64, mapping_layers=2, encoder_channels=(8, 16, 16, 16),
+                      hidden_dim=32, mel=MEL, segment_seconds=0.5)
+    return save_bundle(root / "bundle", b)
+
+
+def test_stage_trains_a_few_steps_and_writes_parts_that_load(tmp_path, synthscapes_tiny):
+    from model.bundle import load_bundle, read_bundle_info
+    from training.cli import main
+
+    out = _tiny_training_bundle(tmp_path)
+    argv = ["sound2video", "--data", str(synthscapes_tiny), "--out", str(out), "--steps", "2", "--batch-size", "2",
+            "--segments", "3", "--render-size", "16", "--encoder-channels", "8", "16", "--head-hidden", "16",
+            "--rnn-hidden", "16", "--d-channel-base", "256", "--d-channel-max", "16", "--video-channels", "8", "16",
+            "--no-tensorboard", "--log-every", "1", "--r1-interval", "1"]
+    assert main(argv) == 0
+    info = read_bundle_info(out)
+    assert info.trained["sound_inversion"] and info.trained["predictor"]
+    bundle = load_bundle(out)
+    assert bundle.sound_inversion.config.channels == (8, 16)
+    assert bundle.predictor.config.hidden_dim == 16
+    run_dir = out / "runs" / "sound2video"
+    assert any((run_dir / "checkpoints").glob("ckpt-*.json"))
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) >= 2 and "loss_audio" in lines[-1]
+    # a second run with more steps resumes from the checkpoint instead of starting over
+    argv[argv.index("--steps") + 1] = "3"
+    assert main(argv) == 0
+    import json
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["prefix"] == "train"] == [1, 2, 3]
+
+
+def test_stage_refuses_a_missing_bundle(tmp_path, synthscapes_tiny):
+    from training.cli import main
+
+    assert main(["sound2video", "--data", str(synthscapes_tiny), "--out", str(tmp_path / "nope"),
+                 "--steps", "1"]) == 1
