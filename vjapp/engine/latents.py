@@ -218,15 +218,6 @@ def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
     return torch.lerp(w_avg, ws, psi)
 
 
-def is_finite_latent(ws: torch.Tensor) -> bool:
-    return bool(torch.isfinite(ws).all())
-
-
-def smoothstep(x: float) -> float:
-    x = min(max(x, 0.0), 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def db_to_unit(db: float, quiet_db: float, loud_db: float) -> float:
     """Map a loudness in dB to [0, 1]: quiet_db and below -> 0, loud_db and above -> 1."""
     if not math.isfinite(db):
