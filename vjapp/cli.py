@@ -1,5 +1,7 @@
 """The ``vjapp`` command: ``vjapp [gui] | render | bench | devices | convert``.
 
+With no command, ``vjapp`` is ``vjapp gui``: the live app.
+
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when chosen, so ``vjapp convert`` never loads Qt
 and ``vjapp`` never loads training code.
@@ -17,6 +19,7 @@ from vjapp import __version__
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "gui": ("vjapp.gui", "the live app: control window + output window (the default command)"),
     "render": ("vjapp.render", "render an audio file to an MP4 (headless, as fast as it can)"),
     "bench": ("vjapp.bench", "measure frames per second, per-stage times and latency here"),
     "devices": ("vjapp.devices", "list audio input (and output) devices"),
@@ -41,9 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_to_gui(argv: list[str]) -> list[str]:
+    """``vjapp [-v] [gui options]`` means ``vjapp [-v] gui [gui options]``."""
+    if any(a in SUBCOMMANDS for a in argv) or {"-h", "--help", "--version"} & set(argv):
+        return argv
+    top = [a for a in argv if a in ("-v", "-vv", "--verbose")]
+    return top + ["gui"] + [a for a in argv if a not in top]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_default_to_gui(list(sys.argv[1:] if argv is None else argv)))
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:

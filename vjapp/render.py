@@ -110,7 +110,8 @@ def render_file(
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with Mp4Writer(out, size, size, fps, audio_rate=audio.sample_rate, audio_channels=channels) as writer:
-        bar = tqdm(total=n_frames, unit="frame", desc="render", disable=not progress, file=sys.stderr)
+        bar = tqdm(total=n_frames, unit="frame", desc="render", disable=not progress, file=sys.stderr,
+                   mininterval=0.1 if sys.stderr.isatty() else 5.0)
         audio_pos = 0
         for i in range(n_frames):
             t = i / fps

@@ -1,0 +1,707 @@
+"""The desktop app: builds every object of a live show in one place and wires them together.
+
+``build_app(args)`` makes, in order: the Qt application and settings, the bridge (engine -> Qt)
+with exception hooks, the controls mailbox, the bundle (the chosen one, else the embedded
+default, else a random one, and the window says which), the audio source (a file, an input
+device, else the demo audio, else silence), the :class:`~vjapp.engine.engine.Engine` thread, the
+:class:`~vjapp.output.recorder.Recorder`, presets, the :class:`~vjapp.osc.OscServer`, and the two
+windows. Nothing here is a singleton: tests build as many apps as they like, each with its own
+objects. ``run(args)`` builds, shows, runs the Qt event loop and shuts everything down.
+
+Failures never end the show: a missing device or an unreadable file falls back to the demo audio
+(or silence) with a message; a bad bundle keeps the current one with a message; an OSC port in
+use disables OSC with a message. Every message appears in the control window's log and status bar.
+
+Threads (DESIGN.md section 2): the engine thread renders and calls ``_on_frame`` (which only
+hands the frame to the recorder when recording); the GUI pulls the newest frame through the
+bridge; OSC actions arrive on the OSC thread and are posted to the GUI thread by
+:class:`~vjapp.ui.bridge.GuiInvoker`; bundles load on a short-lived loader thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import os
+import random
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from PyQt6.QtCore import QSettings, QStandardPaths, QTimer
+from PyQt6.QtGui import QGuiApplication
+from PyQt6.QtWidgets import QApplication
+
+from model.bundle import Bundle, random_bundle
+from vjapp.audio import (
+    AudioDecodeError,
+    AudioSource,
+    FilePlayer,
+    LiveInput,
+    Segment,
+    SyntheticSource,
+    list_input_devices,
+)
+from vjapp.bundles import DEMO_AUDIO_DIR, open_bundle
+from vjapp.engine.controls import MAX_SEED, ControlError, Controls, set_path
+from vjapp.engine.engine import Engine, EngineConfig, Frame
+from vjapp.engine.mailbox import Mailbox
+from vjapp.osc import OscError, OscServer
+from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, default_recording_path
+from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
+from vjapp.ui.bridge import EngineBridge, GuiInvoker, install_exception_hooks
+from vjapp.ui.main_window import MainWindow, SourceView
+from vjapp.ui.output_window import OutputWindow
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AppContext", "build_app", "run", "parse_size", "parse_host_port", "demo_audio_path", "BundleMismatch"]
+
+AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
+SILENCE_RATE = 22_050
+
+
+class BundleMismatch(ValueError):
+    """A converted generator whose W+ shape the current bundle's audio models cannot drive."""
+
+
+class _LoadFailed(Exception):
+    """A bundle could not be loaded or built; the message says why (the current bundle stays)."""
+
+
+def parse_size(value: str | int) -> int | str:
+    """``native`` or a power of two (64..1024); raises ValueError with the reason otherwise."""
+    if isinstance(value, int) or str(value).strip().isdigit():
+        n = int(value)
+        if n < 64 or n > 1024 or n & (n - 1):
+            raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value}")
+        return n
+    if str(value).strip().lower() == "native":
+        return "native"
+    raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value!r}")
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9001), got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def demo_audio_path() -> Path | None:
+    """The demo audio file shipped in ``resources/demo`` (None if it is missing)."""
+    if not DEMO_AUDIO_DIR.is_dir():
+        return None
+    files = sorted(p for p in DEMO_AUDIO_DIR.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    return files[0] if files else None
+
+
+def _user_dir(location: QStandardPaths.StandardLocation, fallback: str) -> Path:
+    found = QStandardPaths.writableLocation(location)
+    return Path(found) if found else Path.home() / fallback
+
+
+def default_threads() -> int:
+    """Torch threads for the engine: every core but one (GUI, audio, OSC and recorder share it)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class AppContext:
+    """Every object of one running app, and the actions the control window calls (its Backend).
+
+    Build it with :func:`build_app`; call :meth:`show` then run the Qt loop; :meth:`shutdown`
+    stops every thread (also on :meth:`quit`).
+    """
+
+    def __init__(self, args: argparse.Namespace, qapp: QApplication, settings: QSettings) -> None:
+        self.args = args
+        self.qapp = qapp
+        self.settings = settings
+        self.bridge = EngineBridge()
+        self.invoker = GuiInvoker(on_error=lambda text: self.bridge.report(text, "error"))
+        self._restore_hooks: Callable[[], None] | None = None
+        self._shut_down = False
+        self._in_event_loop = False
+        self._recording = False  # read by the engine thread in _on_frame
+        self.quit_code = 0
+        data = Path(args.data_dir).expanduser() if args.data_dir else None
+        self.data_dir = data or _user_dir(QStandardPaths.StandardLocation.AppDataLocation, ".local/share/vjapp")
+        self.record_dir = (Path(args.record_dir).expanduser() if args.record_dir
+                           else _user_dir(QStandardPaths.StandardLocation.MoviesLocation, "Videos") / "vjapp")
+        self._converted_dir = self.data_dir / "converted"
+
+        self.controls: Mailbox[Controls] = Mailbox(Controls())
+        self.bundle: Bundle = None  # type: ignore[assignment]  # set by build_app before use
+        self.bundle_path: Path | None = None
+        self._bundle_description = "-"
+        self._bundle_warning: str | None = None
+        self._bundle_loader: threading.Thread | None = None
+        self.engine: Engine | None = None
+        self.source: AudioSource | None = None
+        self.source_key = "silence"
+        self.source_description = "-"
+        self.recorder: Recorder | None = None
+        self.presets: PresetPlayer | None = None
+        self.osc: OscServer | None = None
+        self.osc_error: str | None = None
+        self.output: OutputWindow | None = None
+        self.window: MainWindow | None = None
+        self.fullscreen_at_start = False
+
+    # ================================================================== messages
+    def message(self, text: str, level: str = "info") -> None:
+        """Show ``text`` in the control window (any thread) and log it."""
+        getattr(log, "error" if level == "error" else "warning" if level == "warning" else "info")(text)
+        self.bridge.report(text, level)
+
+    # ================================================================== bundle
+    @property
+    def bundle_description(self) -> str:
+        return self._bundle_description
+
+    @property
+    def bundle_warning(self) -> str | None:
+        return self._bundle_warning
+
+    @property
+    def bundle_busy(self) -> bool:
+        return self._bundle_loader is not None and self._bundle_loader.is_alive()
+
+    @property
+    def converted_dir(self) -> Path:
+        return self._converted_dir
+
+    def _describe_bundle(self, bundle: Bundle, where: str) -> None:
+        info = bundle.info
+        self._bundle_description = (f"{where}\n{info.resolution}x{info.resolution} px · W+ {info.num_ws}x{info.w_dim}"
+                                    f" · {info.mel.n_mels} mels @ {info.mel.sample_rate} Hz")
+        if "randomly initialized" in where:
+            self._bundle_warning = ("No trained default bundle is installed yet: you are seeing a RANDOMLY "
+                                    "INITIALIZED bundle (abstract textures; prompts and sound have no learned meaning).")
+        elif not info.is_trained:
+            self._bundle_warning = f"This bundle is not fully trained (untrained: {', '.join(info.untrained_parts)})."
+        else:
+            self._bundle_warning = None
+
+    def _initial_bundle(self) -> None:
+        path = self.args.bundle
+        try:
+            bundle, where = open_bundle(path)
+            self.bundle_path = Path(path) if path else None
+        except Exception as exc:  # noqa: BLE001 - any bad bundle: say so, play the default
+            self.message(f"could not load bundle {path}: {exc}; playing the default instead", "error")
+            self.bundle_path = None
+            try:
+                bundle, where = open_bundle(None)
+            except Exception as exc2:  # noqa: BLE001 - even the embedded default is broken
+                self.message(f"the embedded default bundle does not load either: {exc2}", "error")
+                bundle = random_bundle()
+                where = "a randomly initialized bundle (the default bundle failed to load)"
+        self.bundle = bundle
+        self._describe_bundle(bundle, where)
+
+    def open_bundle(self, path: str) -> None:
+        """Load a bundle directory on a loader thread; switch engines when it is ready.
+
+        A bundle that fails to load leaves the current one playing, with a message.
+        """
+        from model.bundle import load_bundle
+
+        def load() -> tuple[Bundle, Path]:
+            try:
+                return load_bundle(path), Path(path)
+            except Exception as exc:  # noqa: BLE001 - CheckpointError and anything else: keep the show
+                raise _LoadFailed(f"could not load bundle {path}: {exc}; keeping the current one") from exc
+
+        self._load_in_background(f"loading bundle {path}…", load)
+
+    def adopt_generator(self, stem: str) -> None:
+        """Play a converted generator with the current bundle's audio models (and CLIP).
+
+        A converted generator alone is not a bundle: the sound needs F_a, E_a and the predictor,
+        which produce W+ offsets of one shape. When the generator's ``num_ws`` and ``w_dim`` match
+        the current bundle, a new bundle (this generator + the current audio models and CLIP) is
+        saved under ``data_dir/bundles/<name>`` and loaded like any other; otherwise nothing
+        changes and the message explains why (the audio models would need training for it).
+        Runs on the loader thread (a large generator takes seconds to copy and save).
+        """
+        from model.bundle import load_bundle
+
+        def build() -> tuple[Bundle, Path]:
+            try:
+                target = self.combine_with_generator(stem)
+            except BundleMismatch as exc:
+                raise _LoadFailed(str(exc)) from exc
+            except Exception as exc:  # noqa: BLE001 - CheckpointError, OSError, ...
+                raise _LoadFailed(f"could not use the converted generator {stem}: {exc}") from exc
+            try:
+                return load_bundle(target), target
+            except Exception as exc:  # noqa: BLE001
+                raise _LoadFailed(f"could not load the bundle built at {target}: {exc}") from exc
+
+        self._load_in_background(f"building a bundle around {Path(stem).name}…", build)
+
+    def _load_in_background(self, note: str, make: Callable[[], tuple[Bundle, Path]]) -> None:
+        """Run ``make`` on the loader thread; switch to its bundle on the GUI thread, or report why not."""
+        if self.bundle_busy:
+            self.message("a bundle is still loading; wait for it", "warning")
+            return
+        self.message(note)
+
+        def work() -> None:
+            try:
+                bundle, path = make()
+            except _LoadFailed as exc:
+                self.message(str(exc), "error")
+                self.invoker.call(lambda: self._bundle_failed(str(exc)))
+                return
+            self.invoker.call(lambda: self._switch_bundle(bundle, path, str(path)))
+
+        self._bundle_loader = threading.Thread(target=work, name="vjapp-bundle-loader", daemon=True)
+        self._bundle_loader.start()
+
+    def _bundle_failed(self, text: str) -> None:
+        if self.window is not None and self.window.convert_label.isVisible():
+            self.window.convert_label.setText(text)
+
+    def combine_with_generator(self, stem: str) -> Path:
+        """Save current audio models + CLIP + the generator at ``stem`` as a bundle; returns its dir.
+
+        Raises :class:`BundleMismatch` when the W+ shapes differ.
+        """
+        from model.bundle import save_bundle
+        from model.stylegan2 import load_generator
+
+        G = load_generator(stem)
+        info = self.bundle.info
+        if (G.num_ws, G.w_dim) != (info.num_ws, info.w_dim):
+            raise BundleMismatch(
+                f"{Path(stem).name}: this generator has W+ of {G.num_ws} x {G.w_dim} (num_ws x w_dim), but the "
+                f"current bundle's audio models (E_a and the recurrent predictor) produce {info.num_ws} x "
+                f"{info.w_dim}: they cannot drive it. Train a bundle for this generator (vjapp-train) or load "
+                f"a bundle whose generator has {G.num_ws} layers of width {G.w_dim} first."
+            )
+        parts = {name: copy.deepcopy(getattr(self.bundle, name)).to("cpu")
+                 for name in ("clip", "audio_encoder", "sound_inversion", "predictor")}
+        trained = dict(info.trained, generator=True)
+        new_info = dataclasses.replace(
+            info, resolution=G.img_resolution, trained=trained,
+            notes=(f"generator converted from {Path(stem).name}; audio models and CLIP from "
+                   f"{self.bundle_path or 'the bundle playing at the time'} (trained for another generator: "
+                   f"reactivity directions are not tuned to this one). {info.notes}").strip(),
+        )
+        target = self.data_dir / "bundles" / Path(stem).name
+        save_bundle(target, Bundle(new_info, G, **parts))
+        log.info("built bundle %s from the converted generator and the current audio models", target)
+        return target
+
+    def _switch_bundle(self, bundle: Bundle, path: Path | None, where: str) -> None:
+        """GUI thread: stop the old engine, start one on ``bundle`` (same controls and source)."""
+        if self._recording:
+            self.set_recording(False)
+            self.message("recording stopped: the bundle changed", "warning")
+        old = self.engine
+        if old is not None:
+            old.stop()
+        self.bundle = bundle
+        self.bundle_path = path
+        self._describe_bundle(bundle, where)
+        self._start_engine()
+        self.message(f"playing bundle {where}")
+
+    # ================================================================== engine
+    def _start_engine(self) -> None:
+        threads = self.args.threads if self.args.threads > 0 else default_threads()
+        config = EngineConfig(device=self.args.device, dtype=self.args.dtype, threads=threads)
+        sources = [self.source] if self.source is not None else []
+        self.engine = Engine(self.bundle, self.controls, sources, config,
+                             on_frame=self._on_frame, on_error=self.bridge.report_error)
+        self.engine.start()
+        self.bridge.set_engine(self.engine)
+
+    def _on_frame(self, frame: Frame) -> None:
+        """Engine thread: hand the frame to the recorder when recording (never blocks)."""
+        if self._recording and self.recorder is not None:
+            self.recorder.submit(frame.image, frame.t)
+
+    # ================================================================== controls
+    def set_control(self, path: str, value: Any) -> None:
+        """Write one control (from a widget) into the mailbox and tell OSC feedback."""
+        try:
+            self.controls.update(lambda c: set_path(c, path, value))
+        except ControlError as exc:
+            self.message(str(exc), "warning")
+            return
+        if self.osc is not None:
+            try:
+                self.osc.notify_ui_change(path, value)
+            except ControlError:
+                pass
+
+    def reroll_seed(self) -> None:
+        seed = random.randint(0, MAX_SEED)
+        self.set_control("seed", seed)
+
+    # ================================================================== audio
+    def input_devices(self) -> list[tuple[Any, str]]:
+        return [(d.index, f"{d.name} ({d.hostapi})" + (" [default]" if d.is_default else ""))
+                for d in list_input_devices()]
+
+    def _file_player(self, path: str | Path) -> FilePlayer:
+        return FilePlayer(path, play_audio=not self.args.mute, loop=True,
+                          on_error=lambda exc: self.message(f"audio: {exc}", "error"))
+
+    def _set_source(self, source: AudioSource, key: str, description: str) -> None:
+        if self._recording:
+            self.set_recording(False)
+            self.message("recording stopped: the audio source changed", "warning")
+        source.start()
+        if self.engine is not None:
+            self.engine.set_sources([source])
+        old, self.source = self.source, source
+        self.source_key = key
+        self.source_description = description
+        if old is not None:
+            old.stop()
+
+    def use_demo_audio(self) -> None:
+        demo = demo_audio_path()
+        if demo is not None:
+            try:
+                self._set_source(self._file_player(demo), "demo", f"demo audio ({demo.name}, looping)")
+                return
+            except (AudioDecodeError, OSError) as exc:
+                self.message(f"the demo audio {demo} does not play ({exc}); continuing in silence", "error")
+        else:
+            self.message(f"no demo audio in {DEMO_AUDIO_DIR}; continuing in silence", "warning")
+        silence = SyntheticSource(Segment("silence", 1.0), sample_rate=SILENCE_RATE, loop=True)
+        self._set_source(silence, "silence", "silence (no audio source)")
+
+    def open_audio(self, path: str) -> None:
+        """Play a file; an unreadable one leaves the current source playing (with a message)."""
+        try:
+            player = self._file_player(path)
+        except (AudioDecodeError, OSError, ValueError) as exc:
+            self.message(f"cannot play {path}: {exc}", "error")
+            if self.source is None:
+                self.use_demo_audio()
+            return
+        self._set_source(player, f"file:{path}", f"file {Path(path).name} ({player.duration:.1f} s)")
+
+    def use_input(self, device: Any) -> None:
+        """Record from an input device (index or name); a missing one leaves the current source."""
+        spec: Any = int(device) if isinstance(device, str) and device.strip().isdigit() else device
+        matches = [d for d in list_input_devices()
+                   if (isinstance(spec, int) and d.index == spec)
+                   or (isinstance(spec, str) and spec.casefold() in d.name.casefold())]
+        if not matches:
+            self.message(f"no audio input device matching {device!r}"
+                         + ("" if self.source is not None else "; playing the demo audio instead"), "error")
+            if self.source is None:
+                self.use_demo_audio()
+            return
+        dev = matches[0]
+        live = LiveInput(dev.index, on_error=lambda exc: self.message(f"audio input: {exc}", "error"))
+        self._set_source(live, f"input:{dev.index}", f"input {dev.name} ({dev.hostapi})")
+
+    def _player(self) -> FilePlayer | None:
+        return self.source if isinstance(self.source, FilePlayer) else None
+
+    def play(self) -> None:
+        if (p := self._player()) is not None:
+            p.play()
+
+    def pause(self) -> None:
+        if (p := self._player()) is not None:
+            p.pause()
+
+    def toggle_play(self) -> None:
+        if (p := self._player()) is not None:
+            p.pause() if not p.paused else p.play()
+
+    def seek(self, seconds: float) -> None:
+        if (p := self._player()) is not None:
+            p.seek(seconds)
+
+    def set_loop(self, on: bool) -> None:
+        if (p := self._player()) is not None:
+            p.loop = bool(on)
+
+    def source_view(self) -> SourceView:
+        src = self.source
+        if src is None:
+            return SourceView("silence", "no source", None, None, 0, False)
+        status = src.status
+        extra = ""
+        if status.fallback and isinstance(src, (FilePlayer, LiveInput)):
+            extra = (" · on the wall clock (no output device: silent here)" if isinstance(src, FilePlayer)
+                     else f" · no device, silence: {status.fallback_reason}")
+        elif status.device:
+            extra = f" · {status.device}"
+        description = f"{self.source_description} · {status.sample_rate} Hz x{status.channels}{extra}"
+        player = self._player()
+        return SourceView(self.source_key, description, status, src.ring, int(src.sample_rate),
+                          player is not None, player.loop if player is not None else None)
+
+    # ================================================================== presets
+    def preset_names(self) -> list[str]:
+        return self.presets.library.names() if self.presets is not None else []
+
+    @property
+    def current_preset(self) -> str | None:
+        return self.presets.current if self.presets is not None else None
+
+    def load_preset(self, name: str | int) -> None:
+        if self.presets is None:
+            return
+        try:
+            preset = self.presets.load(name)
+        except PresetError as exc:
+            self.message(str(exc), "error")
+            return
+        self.message(f"preset {preset.name}" + (f": {preset.description}" if preset.description else ""))
+
+    def step_preset(self, delta: int) -> None:
+        if self.presets is None:
+            return
+        try:
+            preset = self.presets.step(delta)
+        except PresetError as exc:
+            self.message(str(exc), "error")
+            return
+        self.message(f"preset {preset.name}")
+
+    def save_preset(self, name: str) -> None:
+        if self.presets is None:
+            return
+        try:
+            path = self.presets.library.save(name, self.controls.get()[1])
+        except PresetError as exc:
+            self.message(str(exc), "error")
+            return
+        self.message(f"saved preset {name} to {path}")
+
+    def _preset_applied(self, preset: Preset, old: Controls, new: Controls) -> None:
+        if self.osc is not None:
+            self.osc.notify_ui_diff(old, new)
+
+    # ================================================================== recording
+    def set_recording(self, on: bool) -> None:
+        """Start or stop recording the output (and the audio heard) to ``record_dir``."""
+        rec = self.recorder
+        if rec is None or on == self._recording:
+            return
+        if not on:
+            self._recording = False
+            status = rec.stop()
+            if status.error:
+                self.message(f"recording {status.path} ended with an error: {status.error}", "error")
+            else:
+                self.message(f"saved {status.path} ({status.elapsed_s:.1f} s, {status.frames_written} frames, "
+                             f"{status.frames_dropped} dropped)")
+            return
+        _, controls = self.controls.get()
+        size = self.bundle.info.resolution if controls.size == "native" else int(controls.size)
+        src = self.source
+        path = default_recording_path(self.record_dir)
+        try:
+            rec.start(path, size, size, controls.fps,
+                      audio_ring=src.ring if src is not None else None,
+                      audio_rate=int(src.sample_rate) if src is not None else None)
+        except (RecordingError, ValueError) as exc:
+            self.message(f"cannot record: {exc}", "error")
+            return
+        self._recording = True
+        self.message(f"recording to {path}")
+
+    def recorder_status(self) -> RecorderStatus:
+        return self.recorder.status() if self.recorder is not None else RecorderStatus()
+
+    def _recorder_error(self, text: str) -> None:
+        self.message(f"recording failed: {text}", "error")
+        self.invoker.call(lambda: setattr(self, "_recording", False))
+
+    # ================================================================== OSC
+    def _osc_actions(self) -> dict[str, Callable[[Any], None]]:
+        """OSC thread -> GUI thread: every action is posted, so it runs where the widgets live."""
+        post = self.invoker.call
+        return {
+            "preset": lambda arg: post(lambda: self.load_preset(arg)),
+            "preset/next": lambda _: post(lambda: self.step_preset(1)),
+            "preset/prev": lambda _: post(lambda: self.step_preset(-1)),
+            "record": lambda on: post(lambda: self.set_recording(bool(on))),
+            "source/play": lambda _: post(self.play),
+            "source/pause": lambda _: post(self.pause),
+            "source/toggle": lambda _: post(self.toggle_play),
+            "seed/reroll": lambda _: post(self.reroll_seed),
+        }
+
+    def _start_osc(self) -> None:
+        if self.args.no_osc:
+            self.osc_error = "disabled (--no-osc)"
+            return
+        feedback = parse_host_port(self.args.osc_feedback) if self.args.osc_feedback else None
+        osc = OscServer(self.controls, self._osc_actions(), host=self.args.osc_host, port=self.args.osc_port,
+                        feedback=feedback)
+        try:
+            osc.start()
+        except OscError as exc:
+            self.osc_error = str(exc)
+            self.message(f"OSC is off: {exc}", "error")
+            return
+        self.osc = osc
+
+    def osc_summary(self) -> str:
+        if self.osc is None:
+            return f"OSC off: {self.osc_error or 'not started'}"
+        s = self.osc.stats()
+        fb = self.args.osc_feedback
+        bad = s.get("malformed", 0) + s.get("bad_args", 0) + s.get("non_finite", 0) + s.get("dropped_non_utf8", 0)
+        return (f"listening on {self.osc.host}:{self.osc.port}" + (f" · feedback to {fb}" if fb else "")
+                + f"\nreceived {s.get('received', 0)} · applied {s.get('applied', 0)} · actions {s.get('actions', 0)}"
+                + f" · unknown {s.get('unknown_address', 0)} · rejected {bad}"
+                + (f" · feedback sent {s.get('feedback_sent', 0)}" if fb else ""))
+
+    # ================================================================== lifecycle
+    def show(self) -> None:
+        """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``) and start timers."""
+        assert self.window is not None and self.output is not None
+        self.window.show()
+        self.output.show()
+        if self.fullscreen_at_start:
+            self.output.set_fullscreen(True)
+        self.bridge.start()
+        self.window.start()
+        if self.args.quit_after is not None:
+            QTimer.singleShot(int(self.args.quit_after * 1000), self.quit)
+
+    def quit(self, code: int = 0) -> None:
+        """Screenshot if asked, stop everything, leave the event loop (once)."""
+        if self._shut_down:
+            return
+        self.quit_code = code
+        if self.args.screenshot:
+            try:
+                self.save_screenshot(self.args.screenshot)
+            except Exception as exc:  # noqa: BLE001 - a failed screenshot must not block the quit
+                log.error("screenshot failed: %s", exc)
+                self.quit_code = self.quit_code or 1
+        self.shutdown()
+        if self._in_event_loop:  # exit() outside exec() would make every later event loop return at once
+            self.qapp.exit(self.quit_code)
+
+    def exec(self) -> int:
+        """Run the Qt event loop until :meth:`quit` (or the control window closes); returns the exit code."""
+        self._in_event_loop = True
+        try:
+            code = self.qapp.exec()
+        finally:
+            self._in_event_loop = False
+            self.shutdown()
+        return int(code or self.quit_code)
+
+    def save_screenshot(self, path: str | Path) -> Path:
+        """A PNG of the output window: what the X server shows when there is one, else its paint."""
+        assert self.output is not None
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pixmap = None
+        if QGuiApplication.platformName() not in ("offscreen", "minimal") and self.output.isVisible():
+            screen = self.output.screen() or QGuiApplication.primaryScreen()
+            pixmap = screen.grabWindow(int(self.output.winId()))
+        if pixmap is None or pixmap.isNull():
+            pixmap = self.output.grab()
+        if not pixmap.save(str(out), "PNG"):
+            raise OSError(f"could not write {out}")
+        log.info("wrote screenshot %s (%dx%d)", out, pixmap.width(), pixmap.height())
+        return out
+
+    def shutdown(self) -> None:
+        """Stop recorder, OSC, engine and source; save window state. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.bridge.stop()
+        if self.window is not None:
+            try:
+                self.window.save_settings()
+            except Exception:  # noqa: BLE001
+                log.exception("saving the window state failed")
+        if self._recording:
+            self.set_recording(False)
+        if self.osc is not None:
+            self.osc.stop()
+        if self.engine is not None:
+            self.engine.stop()
+        if self.source is not None:
+            self.source.stop()
+        if self.output is not None:
+            self.output.allow_close = True
+            self.output.close()
+        if self.window is not None:
+            self.window.close()
+        if self._restore_hooks is not None:
+            self._restore_hooks()
+            self._restore_hooks = None
+
+
+def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> AppContext:
+    """Build (and start the threads of) a whole app from parsed ``vjapp gui`` arguments."""
+    if qapp is None:
+        existing = QApplication.instance()
+        qapp = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    qapp.setApplicationName("vjapp")
+    qapp.setOrganizationName("vjapp")
+    settings = (QSettings(str(args.settings), QSettings.Format.IniFormat) if args.settings
+                else QSettings("vjapp", "vjapp"))
+    ctx = AppContext(args, qapp, settings)
+    ctx._restore_hooks = install_exception_hooks(lambda text: ctx.bridge.report(text, "error"))
+
+    ctx.controls.put(Controls(fps=args.fps, size=parse_size(args.size)))
+    ctx._initial_bundle()
+    ctx.controls.update(lambda c: c.replace(model_rate=ctx.bundle.info.model_rate))
+
+    if args.audio:
+        ctx.open_audio(args.audio)
+    elif args.input is not None:
+        ctx.use_input(args.input)
+    if ctx.source is None:
+        ctx.use_demo_audio()
+
+    ctx.recorder = Recorder(on_error=ctx._recorder_error)
+    library = PresetLibrary(user_dir=ctx.data_dir / "presets" if args.data_dir else None)
+    for path, problem in library.errors:
+        ctx.message(f"preset {path.name} skipped: {problem}", "warning")
+    ctx.presets = PresetPlayer(library, ctx.controls, on_applied=ctx._preset_applied)
+    ctx._start_osc()
+    ctx._start_engine()
+
+    # Fullscreen on --screen N; without it on the second screen (a projector), and with a single
+    # screen in a window, so the output never hides the control window unasked.
+    screens = QGuiApplication.screens()
+    screen = args.screen if args.screen is not None else (1 if len(screens) > 1 else 0)
+    if not 0 <= screen < len(screens):
+        ctx.message(f"there is no screen {screen} (screens: 0..{len(screens) - 1}); the output goes to screen 0",
+                    "warning")
+        screen = 0
+    ctx.fullscreen_at_start = not args.windowed and (args.screen is not None or len(screens) > 1)
+    ctx.output = OutputWindow(screen_index=screen)
+    ctx.window = MainWindow(ctx, ctx.output, settings=settings)
+    ctx.window.restore_settings()
+    ctx.bridge.frame.connect(ctx.window.on_frame)
+    ctx.bridge.analysis.connect(ctx.window.on_analysis)
+    ctx.bridge.stats.connect(ctx.window.on_stats)
+    ctx.bridge.message.connect(ctx.window.show_message)
+    ctx.window.closing.connect(lambda: ctx.quit(ctx.quit_code))
+    return ctx
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build, show, run the event loop, shut down; returns the exit code."""
+    ctx = build_app(args)
+    ctx.show()
+    return ctx.exec()

@@ -1,0 +1,871 @@
+"""The control window: audio source, scope, bundle, picture, style mix, reactivity, output,
+recording, OSC, stats, presets and a log.
+
+The window never owns show state. Every control it shows lives in the controls
+:class:`~vjapp.engine.mailbox.Mailbox`; widgets write into it (sliders through a throttle) via the
+:class:`Backend`, and a timer follows the mailbox's version, moving widgets to whatever the
+mailbox holds now (a preset, an OSC message) with their signals blocked, so following never
+writes back. A widget the user is holding (slider pressed, value not yet sent, text being typed)
+is left alone until released.
+
+Everything else (sources, bundles, recording, presets, OSC) goes through the :class:`Backend`
+protocol that :mod:`vjapp.app` implements. Qt, pyqtgraph and numpy only: no torch, no sounddevice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from PyQt6.QtCore import QByteArray, QObject, QProcess, QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vjapp.engine.controls import CONTROL_SPECS, MAX_SEED, NOISE_MODES, SOURCE_KINDS, Controls, get_path
+from vjapp.engine.mailbox import Mailbox
+from vjapp.ui.output_window import SCALE_MODES, OutputWindow
+from vjapp.ui.scope import ScopePanel
+from vjapp.ui.widgets import ControlSlider
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Backend", "SourceView", "MainWindow", "ConvertJob", "SIZES", "GENERATOR_SUFFIXES"]
+
+SIZES = ("native", "64", "128", "256", "512", "1024")
+GENERATOR_SUFFIXES = (".pkl", ".pt", ".pth")
+GROUPS = ("coarse", "mid", "fine")
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """What the window shows about the current audio source."""
+
+    key: str  # "demo", "file:<path>", "input:<device>", "silence"
+    description: str  # one line for the user
+    status: Any  # a vjapp.audio.SourceStatus (or None)
+    ring: Any  # the source's RingBuffer (``latest_copy(n)``), or None
+    sample_rate: int
+    transport: bool  # play/pause/seek/loop apply (a file)
+    loop: bool | None = None  # the file loops (None: not a file)
+
+
+class Backend(Protocol):
+    """What the control window asks of the app (:class:`vjapp.app.AppContext` implements it)."""
+
+    controls: Mailbox[Controls]
+
+    def set_control(self, path: str, value: Any) -> None: ...
+    def reroll_seed(self) -> None: ...
+    # audio
+    def input_devices(self) -> list[tuple[Any, str]]: ...
+    def use_input(self, device: Any) -> None: ...
+    def open_audio(self, path: str) -> None: ...
+    def use_demo_audio(self) -> None: ...
+    def play(self) -> None: ...
+    def pause(self) -> None: ...
+    def seek(self, seconds: float) -> None: ...
+    def set_loop(self, on: bool) -> None: ...
+    def source_view(self) -> SourceView: ...
+    # bundle
+    @property
+    def bundle_description(self) -> str: ...
+    @property
+    def bundle_warning(self) -> str | None: ...
+    @property
+    def bundle_busy(self) -> bool: ...
+    @property
+    def converted_dir(self) -> Path: ...
+    def open_bundle(self, path: str) -> None: ...
+    def adopt_generator(self, stem: str) -> None: ...
+    # presets
+    def preset_names(self) -> list[str]: ...
+    @property
+    def current_preset(self) -> str | None: ...
+    def load_preset(self, name: str) -> None: ...
+    def save_preset(self, name: str) -> None: ...
+    def step_preset(self, delta: int) -> None: ...
+    # recording, OSC
+    def set_recording(self, on: bool) -> None: ...
+    def recorder_status(self) -> Any: ...
+    def osc_summary(self) -> str: ...
+
+
+class ConvertJob(QObject):
+    """``python -m vjapp convert SRC -o OUT`` in a child process (the GUI stays live).
+
+    ``finished(ok, out_stem, message)``: ``message`` is the converter's last error line on failure.
+    """
+
+    finished = pyqtSignal(bool, str, str)
+    output = pyqtSignal(str)
+
+    def __init__(self, src: str, out_stem: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.src = src
+        self.out_stem = out_stem
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self.process.readyReadStandardOutput.connect(self._read)
+        self.process.finished.connect(self._done)
+        self.process.errorOccurred.connect(self._error)
+        self._lines: list[str] = []
+        self._reported = False
+
+    def start(self) -> None:
+        Path(self.out_stem).parent.mkdir(parents=True, exist_ok=True)
+        self.process.start(sys.executable, ["-m", "vjapp", "convert", self.src, "-o", self.out_stem, "--force"])
+
+    def running(self) -> bool:
+        return self.process.state() != QProcess.ProcessState.NotRunning
+
+    def kill(self) -> None:
+        if self.running():
+            self.process.kill()
+            self.process.waitForFinished(2000)
+
+    def _read(self) -> None:
+        text = bytes(self.process.readAllStandardOutput().data()).decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.strip():
+                self._lines.append(line.rstrip())
+                self.output.emit(line.rstrip())
+
+    def _done(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._read()
+        ok = status == QProcess.ExitStatus.NormalExit and code == 0
+        errors = [ln for ln in self._lines if "error" in ln.lower()]
+        message = "" if ok else (errors[-1] if errors else (self._lines[-1] if self._lines else f"exit code {code}"))
+        self._finish(ok, message)
+
+    def _error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._finish(False, f"could not start {sys.executable}: {self.process.errorString()}")
+
+    def _finish(self, ok: bool, message: str) -> None:
+        if not self._reported:
+            self._reported = True
+            self.finished.emit(ok, self.out_stem, message)
+
+
+@dataclass
+class _Binding:
+    """One widget following one control path."""
+
+    path: str
+    set_value: Callable[[Any], None]
+    busy: Callable[[], bool]
+
+
+def _silently(widget: QWidget, fn: Callable[[], None]) -> None:
+    widget.blockSignals(True)
+    try:
+        fn()
+    finally:
+        widget.blockSignals(False)
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-:--"
+    s = int(seconds)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+class MainWindow(QMainWindow):
+    """The performer's window. ``backend`` does the work; ``output`` is the audience's window."""
+
+    closing = pyqtSignal()
+
+    def __init__(self, backend: Backend, output: OutputWindow, settings: QSettings | None = None,
+                 follow_hz: float = 30.0, status_hz: float = 4.0, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.backend = backend
+        self.settings = settings if settings is not None else QSettings()
+        self.output = output
+        self.setWindowTitle("vjapp")
+        self.setObjectName("main_window")
+        self._bindings: list[_Binding] = []
+        self._sliders: dict[str, ControlSlider] = {}
+        self._seen_version = -1
+        self.convert_job: ConvertJob | None = None
+        self._last_stats: dict[str, Any] = {}
+        self._shown_t0 = time.monotonic()
+        self._shown_count = 0
+        self.display_fps = 0.0
+        self.messages: list[tuple[str, str]] = []  # (level, text), newest last (bounded)
+
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background: #5a4a00; color: #fff3b0; padding: 6px; font-weight: bold;")
+        self.banner.hide()
+
+        columns = QHBoxLayout()
+        columns.addWidget(self._scroll(self._audio_column()), 1)
+        columns.addWidget(self._scroll(self._picture_column()), 1)
+        columns.addWidget(self._scroll(self._reactivity_column()), 1)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(4, 4, 4, 4)
+        top_layout.addWidget(self.banner)
+        top_layout.addLayout(columns, 1)
+
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(1000)
+        self.log_view.setPlaceholderText("messages: errors, warnings and notes appear here")
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(self.log_view)
+        self.splitter.setStretchFactor(0, 5)
+        self.splitter.setStretchFactor(1, 1)
+        self.setCentralWidget(self.splitter)
+        self._build_menus()
+        self.resize(1280, 820)
+
+        self._follow_timer = QTimer(self)
+        self._follow_timer.setInterval(int(1000 / follow_hz))
+        self._follow_timer.timeout.connect(self._follow)
+        self._status_timer = QTimer(self)
+        self._status_timer.setInterval(int(1000 / status_hz))
+        self._status_timer.timeout.connect(self.refresh_status)
+        self.output.fullscreen_changed.connect(self._on_output_fullscreen)
+        self.output.scale_mode_changed.connect(lambda m: _silently(self.scale_combo, lambda: self.scale_combo.setCurrentText(m)))
+        self.refresh_devices()
+        self.sync_controls(force=True)
+        self.refresh_status()
+
+    def start(self) -> None:
+        """Start following the mailbox and the app's status."""
+        self._follow_timer.start()
+        self._status_timer.start()
+
+    # ================================================================== layout
+    @staticmethod
+    def _scroll(widget: QWidget) -> QScrollArea:
+        area = QScrollArea()
+        area.setWidgetResizable(True)
+        area.setWidget(widget)
+        area.setFrameShape(QScrollArea.Shape.NoFrame)
+        return area
+
+    def _slider(self, path: str, label: str, decimals: int = 2) -> ControlSlider:
+        spec = CONTROL_SPECS[path]
+        slider = ControlSlider(path, spec, label, decimals=decimals)  # type: ignore[arg-type]
+        slider.value_changed.connect(self.backend.set_control)
+        self._sliders[path] = slider
+        self._bindings.append(_Binding(path, slider.set_value_silently, slider.busy))
+        return slider
+
+    def _spin(self, path: str, maximum: int = MAX_SEED) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(0, maximum)
+        spin.setKeyboardTracking(False)  # valueChanged on Enter / arrows, not per keystroke
+        spin.setObjectName(f"spin:{path}")
+        spin.valueChanged.connect(lambda v, p=path: self.backend.set_control(p, int(v)))
+        self._bindings.append(_Binding(path, lambda v, s=spin: _silently(s, lambda: s.setValue(int(v))),
+                                       lambda s=spin: s.hasFocus() and s.lineEdit().isModified()))
+        return spin
+
+    def _combo(self, path: str, items: Sequence[str]) -> QComboBox:
+        combo = QComboBox()
+        combo.addItems(list(items))
+        combo.setObjectName(f"combo:{path}")
+
+        def write(text: str, p: str = path) -> None:
+            value: Any = text
+            if p == "size":
+                value = "native" if text == "native" else int(text)
+            self.backend.set_control(p, value)
+
+        combo.currentTextChanged.connect(write)
+        self._bindings.append(_Binding(path, lambda v, c=combo: _silently(c, lambda: c.setCurrentText(str(v))),
+                                       lambda c=combo: c.view().isVisible()))
+        return combo
+
+    def _text(self, path: str, placeholder: str) -> QLineEdit:
+        edit = QLineEdit()
+        edit.setPlaceholderText(placeholder)
+        edit.setObjectName(f"text:{path}")
+        edit.setMaxLength(200)
+
+        def apply(p: str = path, e: QLineEdit = edit) -> None:
+            e.setModified(False)
+            self.backend.set_control(p, e.text())
+
+        edit.returnPressed.connect(apply)
+
+        def set_text(v: Any, e: QLineEdit = edit) -> None:
+            if e.text() != v:
+                e.setText(str(v))
+            e.setModified(False)
+
+        self._bindings.append(_Binding(path, set_text, lambda e=edit: e.isModified()))
+        return edit
+
+    def _audio_column(self) -> QWidget:
+        col = QWidget()
+        layout = QVBoxLayout(col)
+        box = QGroupBox("Audio source")
+        form = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.source_combo = QComboBox()
+        self.source_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.source_combo.activated.connect(self._on_source_chosen)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("list the audio input devices again")
+        self.refresh_button.clicked.connect(self.refresh_devices)
+        row.addWidget(self.source_combo, 1)
+        row.addWidget(self.refresh_button)
+        form.addLayout(row)
+        row = QHBoxLayout()
+        self.open_file_button = QPushButton("Open file…")
+        self.open_file_button.clicked.connect(self._ask_audio_file)
+        self.play_button = QPushButton("Play")
+        self.play_button.clicked.connect(lambda: self.backend.play())
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(lambda: self.backend.pause())
+        self.loop_check = QCheckBox("Loop")
+        self.loop_check.toggled.connect(lambda on: self.backend.set_loop(on))
+        for w in (self.open_file_button, self.play_button, self.pause_button, self.loop_check):
+            row.addWidget(w)
+        form.addLayout(row)
+        row = QHBoxLayout()
+        self.seek_slider = QSlider(Qt.Orientation.Horizontal)
+        self.seek_slider.setRange(0, 1000)
+        self.seek_slider.sliderReleased.connect(self._on_seek)
+        self.position_label = QLabel("-:-- / -:--")
+        row.addWidget(self.seek_slider, 1)
+        row.addWidget(self.position_label)
+        form.addLayout(row)
+        self.source_label = QLabel("-")
+        self.source_label.setWordWrap(True)
+        form.addWidget(self.source_label)
+        layout.addWidget(box)
+
+        box = QGroupBox("Scope")
+        inner = QVBoxLayout(box)
+        self.scope = ScopePanel()
+        inner.addWidget(self.scope)
+        layout.addWidget(box)
+        layout.addStretch(1)
+        return col
+
+    def _picture_column(self) -> QWidget:
+        col = QWidget()
+        layout = QVBoxLayout(col)
+
+        box = QGroupBox("Bundle")
+        inner = QVBoxLayout(box)
+        self.bundle_label = QLabel("-")
+        self.bundle_label.setWordWrap(True)
+        inner.addWidget(self.bundle_label)
+        row = QHBoxLayout()
+        self.bundle_path_edit = QLineEdit()
+        self.bundle_path_edit.setPlaceholderText("bundle directory, or a .pkl / .pt generator to import; Enter loads")
+        self.bundle_path_edit.returnPressed.connect(lambda: self.choose_bundle_path(self.bundle_path_edit.text()))
+        row.addWidget(self.bundle_path_edit, 1)
+        inner.addLayout(row)
+        row = QHBoxLayout()
+        self.bundle_dir_button = QPushButton("Open bundle…")
+        self.bundle_dir_button.clicked.connect(self._ask_bundle_dir)
+        self.import_button = QPushButton("Import .pkl/.pt…")
+        self.import_button.setToolTip("convert an NVIDIA StyleGAN2-ADA .pkl or rosinality .pt generator and play it "
+                                      "with the current bundle's audio models")
+        self.import_button.clicked.connect(self._ask_generator_file)
+        row.addWidget(self.bundle_dir_button)
+        row.addWidget(self.import_button)
+        inner.addLayout(row)
+        self.convert_progress = QProgressBar()
+        self.convert_progress.setRange(0, 0)  # busy indicator: the converter reports no fraction
+        self.convert_progress.setTextVisible(True)
+        self.convert_progress.hide()
+        inner.addWidget(self.convert_progress)
+        self.convert_label = QLabel()
+        self.convert_label.setWordWrap(True)
+        self.convert_label.hide()
+        inner.addWidget(self.convert_label)
+        layout.addWidget(box)
+
+        box = QGroupBox("Picture")
+        form = QFormLayout(box)
+        self.prompt_edit = self._text("prompt", "text prompt; Enter crossfades to it (empty = seed)")
+        form.addRow("Prompt", self.prompt_edit)
+        row = QHBoxLayout()
+        self.seed_spin = self._spin("seed")
+        self.reroll_button = QPushButton("Re-roll")
+        self.reroll_button.clicked.connect(lambda: self.backend.reroll_seed())
+        row.addWidget(self.seed_spin, 1)
+        row.addWidget(self.reroll_button)
+        form.addRow("Seed", row)
+        form.addRow(self._slider("truncation_psi", "Truncation ψ"))
+        form.addRow("Noise", self._combo("noise_mode", NOISE_MODES))
+        self.pause_picture = QCheckBox("Freeze picture")
+        self.pause_picture.toggled.connect(lambda on: self.backend.set_control("paused", bool(on)))
+        self._bindings.append(_Binding("paused", lambda v: _silently(self.pause_picture, lambda: self.pause_picture.setChecked(bool(v))),
+                                       lambda: False))
+        form.addRow(self.pause_picture)
+        row = QHBoxLayout()
+        self.preset_combo = QComboBox()
+        self.preset_combo.setPlaceholderText("choose a preset")
+        self.preset_combo.activated.connect(lambda i: self.load_preset(self.preset_combo.itemText(i)))
+        self.save_preset_button = QPushButton("Save…")
+        self.save_preset_button.clicked.connect(self._ask_preset_name)
+        row.addWidget(self.preset_combo, 1)
+        row.addWidget(self.save_preset_button)
+        form.addRow("Preset", row)
+        layout.addWidget(box)
+
+        box = QGroupBox("Style mix (take layer groups from another latent)")
+        inner = QVBoxLayout(box)
+        self.mix_rows: dict[str, dict[str, QWidget]] = {}
+        for group in GROUPS:
+            inner.addWidget(self._mix_row(group))
+        layout.addWidget(box)
+        layout.addStretch(1)
+        return col
+
+    def _mix_row(self, group: str) -> QWidget:
+        frame = QWidget()
+        lay = QVBoxLayout(frame)
+        lay.setContentsMargins(0, 2, 0, 2)
+        row = QHBoxLayout()
+        row.addWidget(QLabel(group.capitalize()), 0)
+        kind = self._combo(f"mix.{group}.source_kind", SOURCE_KINDS)
+        seed = self._spin(f"mix.{group}.seed")
+        prompt = self._text(f"mix.{group}.prompt", "prompt (Enter)")
+        row.addWidget(kind)
+        row.addWidget(seed)
+        row.addWidget(prompt, 1)
+        lay.addLayout(row)
+        lay.addWidget(self._slider(f"mix.{group}.strength", "  strength"))
+
+        def show_kind(text: str) -> None:
+            seed.setVisible(text == "seed")
+            prompt.setVisible(text == "prompt")
+
+        kind.currentTextChanged.connect(show_kind)
+        show_kind(kind.currentText())
+        # set from the mailbox with signals blocked: show the matching value widget explicitly
+        self._bindings.append(_Binding(f"mix.{group}.source_kind", lambda v: show_kind(str(v)), lambda: False))
+        self.mix_rows[group] = {"kind": kind, "seed": seed, "prompt": prompt}
+        return frame
+
+    def _reactivity_column(self) -> QWidget:
+        col = QWidget()
+        layout = QVBoxLayout(col)
+        box = QGroupBox("Reactivity")
+        inner = QVBoxLayout(box)
+        inner.addWidget(self._slider("gain", "Overall gain"))
+        inner.addWidget(self._slider("smoothing", "Smoothing"))
+        inner.addWidget(self._slider("loudness_reactivity", "Loudness reactivity"))
+        for group in GROUPS:
+            inner.addWidget(self._slider(f"group_gains.{group}", f"Gain {group}"))
+        for group in GROUPS:
+            inner.addWidget(self._slider(f"group_smoothing.{group}", f"Smoothing {group}"))
+        inner.addWidget(self._slider("model_rate", "Model rate (Hz)", decimals=1))
+        layout.addWidget(box)
+
+        box = QGroupBox("Output")
+        form = QFormLayout(box)
+        form.addRow(self._slider("fps", "Frames/s", decimals=0))
+        form.addRow("Resolution", self._combo("size", SIZES))
+        self.screen_combo = QComboBox()
+        for i, screen in enumerate(QGuiApplication.screens()):
+            g = screen.geometry()
+            self.screen_combo.addItem(f"{i}: {screen.name()} {g.width()}x{g.height()}")
+        self.screen_combo.setCurrentIndex(min(self.output.screen_index, max(0, self.screen_combo.count() - 1)))
+        self.screen_combo.currentIndexChanged.connect(lambda i: i >= 0 and self.output.set_screen(i))
+        form.addRow("Screen", self.screen_combo)
+        self.scale_combo = QComboBox()
+        self.scale_combo.addItems(list(SCALE_MODES))
+        self.scale_combo.setCurrentText(self.output.scale_mode)
+        self.scale_combo.currentTextChanged.connect(self.output.set_scale_mode)
+        form.addRow("Aspect", self.scale_combo)
+        row = QHBoxLayout()
+        self.fullscreen_button = QPushButton("Fullscreen")
+        self.fullscreen_button.setCheckable(True)
+        self.fullscreen_button.toggled.connect(self.output.set_fullscreen)
+        self.show_output_button = QPushButton("Show output")
+        self.show_output_button.clicked.connect(lambda: (self.output.show(), self.output.raise_()))
+        row.addWidget(self.fullscreen_button)
+        row.addWidget(self.show_output_button)
+        form.addRow(row)
+        layout.addWidget(box)
+
+        box = QGroupBox("Record")
+        inner = QVBoxLayout(box)
+        self.record_button = QPushButton("● Record")
+        self.record_button.setCheckable(True)
+        self.record_button.toggled.connect(self._on_record_toggled)
+        self.record_label = QLabel("not recording")
+        self.record_label.setWordWrap(True)
+        self.record_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        inner.addWidget(self.record_button)
+        inner.addWidget(self.record_label)
+        layout.addWidget(box)
+
+        box = QGroupBox("OSC")
+        inner = QVBoxLayout(box)
+        self.osc_label = QLabel("-")
+        self.osc_label.setWordWrap(True)
+        self.osc_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        inner.addWidget(self.osc_label)
+        layout.addWidget(box)
+
+        box = QGroupBox("Engine")
+        inner = QVBoxLayout(box)
+        self.stats_label = QLabel("starting…")
+        self.stats_label.setWordWrap(True)
+        inner.addWidget(self.stats_label)
+        layout.addWidget(box)
+        layout.addStretch(1)
+        return col
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        act = file_menu.addAction("Open audio file…")
+        act.setShortcut(QKeySequence.StandardKey.Open)
+        act.triggered.connect(self._ask_audio_file)
+        file_menu.addAction("Use demo audio").triggered.connect(lambda: self.backend.use_demo_audio())
+        file_menu.addSeparator()
+        file_menu.addAction("Open bundle…").triggered.connect(self._ask_bundle_dir)
+        file_menu.addAction("Import generator (.pkl/.pt)…").triggered.connect(self._ask_generator_file)
+        file_menu.addSeparator()
+        quit_action = file_menu.addAction("Quit")
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+
+        self.presets_menu = bar.addMenu("&Presets")
+        self.presets_menu.aboutToShow.connect(self._fill_presets_menu)
+        self._fill_presets_menu()
+
+        self.view_menu = bar.addMenu("&Output")
+        self.view_menu.aboutToShow.connect(self._fill_output_menu)
+        toggle = QAction("Toggle output fullscreen", self)
+        toggle.setShortcut(QKeySequence("Ctrl+F"))
+        toggle.triggered.connect(self.output.toggle_fullscreen)
+        self.addAction(toggle)
+
+    def _fill_presets_menu(self) -> None:
+        menu = self.presets_menu
+        menu.clear()
+        menu.addAction("Save preset…").triggered.connect(self._ask_preset_name)
+        nxt = menu.addAction("Next preset")
+        nxt.setShortcut(QKeySequence("Ctrl+]"))
+        nxt.triggered.connect(lambda: self.backend.step_preset(1))
+        prev = menu.addAction("Previous preset")
+        prev.setShortcut(QKeySequence("Ctrl+["))
+        prev.triggered.connect(lambda: self.backend.step_preset(-1))
+        menu.addSeparator()
+        current = self.backend.current_preset
+        for name in self.backend.preset_names():
+            act = menu.addAction(name)
+            act.setCheckable(True)
+            act.setChecked(name == current)
+            act.triggered.connect(lambda _=False, n=name: self.load_preset(n))
+
+    def _fill_output_menu(self) -> None:
+        self.view_menu.clear()
+        self.view_menu.addAction("Show output window").triggered.connect(lambda: (self.output.show(), self.output.raise_()))
+        self.view_menu.addSeparator()
+        self.output.build_menu(self.view_menu)
+
+    # ================================================================== actions
+    def choose_bundle_path(self, path: str) -> None:
+        """A bundle directory loads; a .pkl/.pt file is converted first, then played as a bundle."""
+        path = path.strip()
+        if not path:
+            return
+        p = Path(path).expanduser()
+        if p.suffix.lower() in GENERATOR_SUFFIXES and p.is_file():
+            self.import_generator(str(p))
+        elif p.is_dir():
+            self.backend.open_bundle(str(p))
+        else:
+            self.show_message("error", f"{p}: not a bundle directory nor a .pkl/.pt generator file")
+
+    def import_generator(self, src: str) -> None:
+        """Convert ``src`` in a child process with a busy bar, then let the app adopt it."""
+        if self.convert_job is not None and self.convert_job.running():
+            self.show_message("warning", "a conversion is already running; wait for it to finish")
+            return
+        stem = str(self.backend.converted_dir / Path(src).stem)
+        job = ConvertJob(src, stem, self)
+        job.output.connect(lambda line: self.convert_label.setText(line))
+        job.finished.connect(self._on_converted)
+        self.convert_job = job
+        self.convert_progress.setFormat(f"converting {Path(src).name}…")
+        self.convert_progress.show()
+        self.convert_label.setText(f"python -m vjapp convert {src} -o {stem}")
+        self.convert_label.show()
+        self.import_button.setEnabled(False)
+        job.start()
+
+    def _on_converted(self, ok: bool, stem: str, message: str) -> None:
+        self.convert_progress.hide()
+        self.import_button.setEnabled(True)
+        if ok:
+            self.convert_label.setText(f"converted to {stem}; loading it with this bundle's audio models…")
+            self.backend.adopt_generator(stem)
+        else:
+            self.convert_label.setText(f"conversion failed: {message}")
+            self.show_message("error", f"conversion failed: {message}")
+
+    def load_preset(self, name: str) -> None:
+        self.backend.load_preset(name)
+
+    def _ask_preset_name(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save preset", "Preset name:")
+        if ok and name.strip():
+            self.backend.save_preset(name.strip())
+            self._refresh_presets()
+
+    def _ask_audio_file(self) -> None:
+        settings = self.settings
+        start = str(settings.value("dirs/audio", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, "Open audio file", start,
+                                              "Audio (*.wav *.flac *.ogg *.mp3 *.m4a *.aac *.mp4 *.opus);;All files (*)")
+        if path:
+            settings.setValue("dirs/audio", str(Path(path).parent))
+            self.backend.open_audio(path)
+
+    def _ask_bundle_dir(self) -> None:
+        settings = self.settings
+        start = str(settings.value("dirs/bundle", str(Path.home())))
+        path = QFileDialog.getExistingDirectory(self, "Open bundle directory", start)
+        if path:
+            settings.setValue("dirs/bundle", path)
+            self.backend.open_bundle(path)
+
+    def _ask_generator_file(self) -> None:
+        settings = self.settings
+        start = str(settings.value("dirs/generator", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, "Import a StyleGAN2 generator", start,
+                                              "Generators (*.pkl *.pt *.pth);;All files (*)")
+        if path:
+            settings.setValue("dirs/generator", str(Path(path).parent))
+            self.import_generator(path)
+
+    def _on_source_chosen(self, index: int) -> None:
+        data = self.source_combo.itemData(index)
+        if data is None:
+            return
+        kind, value = data
+        if kind == "demo":
+            self.backend.use_demo_audio()
+        elif kind == "input":
+            self.backend.use_input(value)
+        elif kind == "file":
+            self.backend.open_audio(value)
+
+    def _on_seek(self) -> None:
+        view = self.backend.source_view()
+        duration = getattr(view.status, "duration", None) if view.status is not None else None
+        if view.transport and duration:
+            self.backend.seek(self.seek_slider.value() / 1000 * duration)
+
+    def _on_record_toggled(self, on: bool) -> None:
+        self.backend.set_recording(on)
+        self.refresh_status()
+
+    def _on_output_fullscreen(self, on: bool) -> None:
+        _silently(self.fullscreen_button, lambda: self.fullscreen_button.setChecked(on))
+
+    def refresh_devices(self) -> None:
+        """Rebuild the source list: demo audio, the open file, then every input device."""
+        view = self.backend.source_view()
+        combo = self.source_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("Demo audio", ("demo", None))
+        if view.key.startswith("file:"):
+            path = view.key[5:]
+            combo.addItem(f"File: {Path(path).name}", ("file", path))
+        for device, label in self.backend.input_devices():
+            combo.addItem(f"Input: {label}", ("input", device))
+        listed = {f"{kind}:{value}" for kind, value in (combo.itemData(i) for i in range(combo.count()))}
+        if view.key.startswith("input:") and view.key not in listed:
+            combo.addItem(f"Input: {view.key[6:]} (no longer listed)", ("input", view.key[6:]))
+        combo.blockSignals(False)
+        self._select_source(view.key)
+
+    def _select_source(self, key: str) -> None:
+        combo = self.source_combo
+        for i in range(combo.count()):
+            kind, value = combo.itemData(i)
+            if (kind == "demo" and key == "demo") or f"{kind}:{value}" == key:
+                if combo.currentIndex() != i:
+                    _silently(combo, lambda i=i: combo.setCurrentIndex(i))
+                return
+
+    def _refresh_presets(self) -> None:
+        names = self.backend.preset_names()
+        combo = self.preset_combo
+        current = self.backend.current_preset
+        if [combo.itemText(i) for i in range(combo.count())] != names:
+            _silently(combo, lambda: (combo.clear(), combo.addItems(names)))
+        if combo.view().isVisible():
+            return
+        index = names.index(current) if current in names else -1
+        if combo.currentIndex() != index:
+            _silently(combo, lambda: combo.setCurrentIndex(index))
+
+    # ================================================================== following
+    def sync_controls(self, force: bool = False) -> bool:
+        """Move every widget that is not in the user's hands to the mailbox's value.
+
+        Returns True if the mailbox had changed. Signals are blocked: nothing is written back.
+        """
+        version, controls = self.backend.controls.get()
+        if version == self._seen_version and not force:
+            return False
+        self._seen_version = version
+        for b in self._bindings:
+            if not b.busy():
+                b.set_value(get_path(controls, b.path))
+        return True
+
+    def _follow(self) -> None:
+        self.sync_controls()
+        view = self.backend.source_view()
+        if view.ring is not None and view.sample_rate > 0:
+            block, _ = view.ring.latest_copy(1024)
+            self.scope.update_audio(block, view.sample_rate)
+
+    # ================================================================== app -> window
+    def on_frame(self, frame: Any) -> None:
+        """The bridge's ``frame`` signal: paint it in the output window."""
+        self.output.set_frame(frame.image, frame.index)
+        self._shown_count += 1
+        now = time.monotonic()
+        if now - self._shown_t0 >= 1.0:
+            self.display_fps = self._shown_count / (now - self._shown_t0)
+            self._shown_t0, self._shown_count = now, 0
+
+    def on_analysis(self, analysis: Any) -> None:
+        self.scope.update_analysis(analysis)
+
+    def on_stats(self, snap: dict[str, Any]) -> None:
+        self._last_stats = snap
+        lat = snap.get("latency_ms", {})
+        counters = snap.get("counters", {})
+        p50, p90 = lat.get("p50"), lat.get("p90")
+        synth = snap.get("stages", {}).get("synthesis", {}).get("ema")
+        lines = [
+            f"engine {snap.get('display_fps', 0.0):.1f} fps · model {snap.get('model_fps', 0.0):.1f} Hz · "
+            f"shown {self.display_fps:.1f} fps",
+            "latency " + (f"{p50:.0f} ms (p90 {p90:.0f})" if p50 is not None else "-")
+            + (f" · synthesis {synth:.1f} ms" if synth is not None else ""),
+            f"dropped {counters.get('dropped_frames', 0)} · not shown {snap.get('frames_not_shown', 0)} · "
+            f"errors {counters.get('errors', 0)}",
+        ]
+        self.stats_label.setText("\n".join(lines))
+
+    def show_message(self, level: str, text: str) -> None:
+        """The bridge's ``message`` signal: status bar + log panel (+ the Python log)."""
+        self.messages.append((level, text))
+        del self.messages[:-500]
+        stamp = time.strftime("%H:%M:%S")
+        self.log_view.appendPlainText(f"{stamp} {level.upper():7s} {text}")
+        self.statusBar().showMessage(text, 15000 if level != "info" else 6000)
+
+    def refresh_status(self) -> None:
+        """Source, bundle, recorder and OSC lines (a few times a second)."""
+        b = self.backend
+        warning = b.bundle_warning
+        self.banner.setVisible(bool(warning))
+        if warning and self.banner.text() != warning:
+            self.banner.setText(warning)
+        desc = b.bundle_description + ("  (loading…)" if b.bundle_busy else "")
+        if self.bundle_label.text() != desc:
+            self.bundle_label.setText(desc)
+
+        view = b.source_view()
+        st = view.status
+        self.source_label.setText(view.description)
+        for w in (self.play_button, self.pause_button, self.loop_check, self.seek_slider):
+            w.setEnabled(view.transport)
+        if view.transport and st is not None:
+            self.position_label.setText(f"{_fmt_time(st.position)} / {_fmt_time(st.duration)}"
+                                        + ("  paused" if st.paused else ""))
+            if st.duration and not self.seek_slider.isSliderDown():
+                _silently(self.seek_slider, lambda: self.seek_slider.setValue(int(1000 * (st.position or 0) / st.duration)))
+            if view.loop is not None:
+                _silently(self.loop_check, lambda: self.loop_check.setChecked(bool(view.loop)))
+        else:
+            self.position_label.setText("live")
+        self._select_source(view.key)
+
+        rs = b.recorder_status()
+        recording = bool(getattr(rs, "recording", False))
+        if self.record_button.isChecked() != recording:
+            _silently(self.record_button, lambda: self.record_button.setChecked(recording))
+        self.record_button.setText("■ Stop recording" if recording else "● Record")
+        if recording:
+            self.record_label.setText(f"REC {_fmt_time(rs.elapsed_s)} · {rs.frames_written} frames"
+                                      f" · dropped {rs.frames_dropped}\n{rs.path}")
+        elif getattr(rs, "path", None) is not None:
+            tail = f" · error: {rs.error}" if rs.error else ""
+            self.record_label.setText(f"last: {rs.path} ({_fmt_time(rs.elapsed_s)}, {rs.frames_written} frames){tail}")
+        self.osc_label.setText(b.osc_summary())
+        self._refresh_presets()
+
+    # ================================================================== state
+    def save_settings(self) -> None:
+        """Window geometry, splitter, output window geometry / aspect mode / screen."""
+        settings = self.settings
+        settings.setValue("main/geometry", self.saveGeometry())
+        settings.setValue("main/state", self.saveState())
+        settings.setValue("main/splitter", self.splitter.saveState())
+        settings.setValue("output/geometry", self.output.saveGeometry())
+        settings.setValue("output/scale_mode", self.output.scale_mode)
+        settings.sync()
+
+    def restore_settings(self) -> None:
+        settings = self.settings
+        for key, fn in (("main/geometry", self.restoreGeometry), ("main/state", self.restoreState),
+                        ("main/splitter", self.splitter.restoreState), ("output/geometry", self.output.restoreGeometry)):
+            value = settings.value(key)
+            if isinstance(value, QByteArray) and not value.isEmpty():
+                fn(value)
+        mode = settings.value("output/scale_mode")
+        if mode in SCALE_MODES:
+            self.output.set_scale_mode(str(mode))
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        self._follow_timer.stop()
+        self._status_timer.stop()
+        for slider in self._sliders.values():
+            slider.throttler.flush()
+        if self.convert_job is not None:
+            self.convert_job.kill()
+        self.closing.emit()
+        super().closeEvent(event)
+
