@@ -293,3 +293,20 @@ def test_cuda_matches_cpu() -> None:
         out = fast.synthesis(ws.cuda()[:1])
         assert out.dtype == torch.float32 and (out.cpu() - ref[:1]).abs().max() < 0.05 * float(ref.std())
         assert fast.synthesis(ws.cuda(), noise_mode="random").shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("taps", [(1, 3, 3, 1), (1, 2, 1, 3), (1, 1)])
+def test_fast_upsample_equals_zero_insertion_fir(taps):
+    """upsample2d's transposed-convolution shortcut is NVIDIA's zero-insert + pad + FIR, exactly."""
+    from model.stylegan2 import fir_filter2d, setup_filter, upsample2d
+
+    f = setup_filter(taps) if taps != (1, 2, 1, 3) else torch.rand(4, 4)
+    x = torch.randn(2, 3, 9, 7)
+    n, c, h, w = x.shape
+    fw = f.shape[-1]
+    y = x.new_zeros(n, c, 2 * h, 2 * w)
+    y[:, :, ::2, ::2] = x
+    ref = fir_filter2d(y, f, ((fw + 1) // 2, (fw - 2) // 2), gain=4.0)
+    out = upsample2d(x, f)
+    assert out.shape == ref.shape == (2, 3, 18, 14)
+    assert torch.allclose(out, ref, atol=1e-5)

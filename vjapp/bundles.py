@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from typing import Iterable
+
 from model.bundle import Bundle, load_bundle, random_bundle
 
 log = logging.getLogger(__name__)
@@ -16,17 +18,23 @@ DEFAULT_BUNDLE_DIR = RESOURCES / "default"
 DEMO_AUDIO_DIR = RESOURCES / "demo"
 
 
-def open_bundle(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[Bundle, str]:
+# What the show needs without text prompts: CLIP (and F_a, a training-time part) can stay on disk.
+SHOW_PARTS = ("generator", "sound_inversion", "predictor")
+
+
+def open_bundle(path: str | Path | None, device: torch.device | str = "cpu",
+                parts: Iterable[str] | None = None) -> tuple[Bundle, str]:
     """Load ``path``, else the embedded default, else a random bundle; returns (bundle, description).
 
-    A bundle that is not fully trained is described as such, so the app and ``vjapp render``
-    can say honestly what the audience is looking at.
+    ``parts`` limits what is loaded (None: everything). A bundle that is not fully trained is
+    described as such, so the app and ``vjapp render`` can say honestly what the audience is
+    looking at.
     """
     if path is not None:
-        bundle = load_bundle(path, device=device)
+        bundle = load_bundle(path, device=device, parts=parts)
         where = str(path)
     elif (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
-        bundle = load_bundle(DEFAULT_BUNDLE_DIR, device=device)
+        bundle = load_bundle(DEFAULT_BUNDLE_DIR, device=device, parts=parts)
         where = "the embedded default"
     else:
         bundle = random_bundle().to(device)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,7 @@ def render_file(
     """Render ``input_path`` to ``output_path``; raises AudioDecodeError, CheckpointError, RecordingError."""
     from tqdm import tqdm
 
-    from vjapp.bundles import open_bundle
+    from vjapp.bundles import SHOW_PARTS, open_bundle
     from vjapp.engine.frames import resolve_device, resolve_dtype
     from vjapp.engine.show import Show, ShowConfig
     from vjapp.engine.pipeline import PipelineConfig
@@ -79,7 +81,9 @@ def render_file(
     torch.set_flush_denormal(True)  # denormals slow CPU convolutions several-fold (this thread only)
     audio = decode_audio(input_path)
     dev = resolve_device(device)
-    bundle, where = open_bundle(bundle_path, dev)
+    slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
+    needs_clip = bool(controls.prompt) or any(s.source_kind == "prompt" and s.prompt for s in slots)
+    bundle, where = open_bundle(bundle_path, dev, parts=None if needs_clip else SHOW_PARTS)
     log.info("rendering with %s", where)
     rate = float(model_rate or bundle.info.model_rate)
     controls = controls.replace(model_rate=rate)
@@ -110,22 +114,61 @@ def render_file(
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with Mp4Writer(out, size, size, fps, audio_rate=audio.sample_rate, audio_channels=channels) as writer:
+        encoder = _EncoderThread(writer)
         bar = tqdm(total=n_frames, unit="frame", desc="render", disable=not progress, file=sys.stderr,
                    mininterval=0.1 if sys.stderr.isatty() else 5.0)
         audio_pos = 0
-        for i in range(n_frames):
-            t = i / fps
-            model_step_until(t + step_dt)  # look one step ahead: frames sit between real keyframes
-            writer.write_video(show.frame_at(t))
-            audio_end = min(audio.frames, int(round((i + 1) / fps * audio.sample_rate)))
-            if i == n_frames - 1:
-                audio_end = audio.frames
-            if audio_end > audio_pos:
-                writer.write_audio(pcm[audio_pos:audio_end])
-                audio_pos = audio_end
-            bar.update(1)
-        bar.close()
+        try:
+            for i in range(n_frames):
+                t = i / fps
+                model_step_until(t + step_dt)  # look one step ahead: frames sit between real keyframes
+                audio_end = audio.frames if i == n_frames - 1 else \
+                    min(audio.frames, int(round((i + 1) / fps * audio.sample_rate)))
+                encoder.put(show.frame_at(t), pcm[audio_pos:audio_end] if audio_end > audio_pos else None)
+                audio_pos = max(audio_pos, audio_end)
+                bar.update(1)
+        finally:
+            encoder.finish()
+            bar.close()
     return RenderReport(out, n_frames, audio.duration, time.perf_counter() - started, where)
+
+
+class _EncoderThread:
+    """Encodes on its own thread, so H.264/AAC encoding overlaps the next frame's synthesis.
+
+    A small bounded queue keeps memory flat; an encoder error is raised in the rendering thread
+    at the next :meth:`put` or at :meth:`finish`.
+    """
+
+    def __init__(self, writer: object, depth: int = 4) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray | None] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="vjapp-render-encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain after a failure so put() never blocks forever
+            try:
+                frame, pcm = item
+                self._writer.write_video(frame)  # type: ignore[attr-defined]
+                if pcm is not None:
+                    self._writer.write_audio(pcm)  # type: ignore[attr-defined]
+            except BaseException as exc:  # handed to the rendering thread
+                self._error = exc
+
+    def put(self, frame: np.ndarray, pcm: np.ndarray | None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((frame, pcm))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _parse_size(value: str) -> int | str:
