@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from model.audio_encoder import AudioEncoder, AudioEncoderConfig, load_audio_encoder, save_audio_encoder
-from model.audio_features import MelConfig
+from model.audio_features import LIVE_MEL, MelConfig
 from model.clip import (
     DEFAULT_CLIP_ARCH,
     ClipConfig,
@@ -439,7 +439,7 @@ def random_bundle(
     defaults (channel_base 4096, channel_max 64: about 70 frames/s at 256 px with bf16 on 2 CPU
     cores in ``vjapp bench``; encoder channels 16..128; tiny CLIP) keep it real-time on a CPU.
     """
-    mel = mel or MelConfig()
+    mel = mel or LIVE_MEL
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         g_config = StyleGAN2Config(

@@ -130,17 +130,18 @@ def test_live_input_hears_the_player_through_pulseaudio_and_survives_its_loss(pu
         assert _wait(lambda: live.status.fallback, 3.0), "device loss not detected"
         st = live.status
         assert "device lost" in (st.fallback_reason or "") and st.errors >= 1 and errors
-        w = live.ring.write_index
+        w, t0 = live.ring.write_index, time.monotonic()
         time.sleep(0.3)
-        advanced = live.ring.write_index - w
-        assert 0.15 * live.sample_rate < advanced < 0.6 * live.sample_rate
+        advanced, elapsed = live.ring.write_index - w, time.monotonic() - t0
+        # silence keeps coming at about real-time pace (the fallback clock's block size is the slack)
+        assert 0.5 * elapsed * live.sample_rate - 4096 < advanced < 1.5 * elapsed * live.sample_rate + 4096
         assert np.all(live.ring.latest(live.sample_rate // 10)[0] == 0)
         assert _wait(lambda: player.status.fallback, 3.0)
 
         # The daemon comes back: both reconnect, and the tone is heard again.
         start_daemon()
         assert _wait(lambda: not live.status.fallback, 6.0), live.status.fallback_reason
-        assert live.status.reconnects == 1
+        assert live.status.reconnects >= 1
         assert _wait(lambda: not player.status.fallback, 6.0), player.status.fallback_reason
         assert _wait(lambda: _tone_at_440(live), 8.0), "no tone after reconnecting"
     assert not live.status.running and not player.status.running

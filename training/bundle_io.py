@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from model.audio_encoder import AudioEncoder, AudioEncoderConfig, load_audio_encoder, save_audio_encoder
-from model.audio_features import MelConfig
+from model.audio_features import LIVE_MEL, MelConfig
 from model.bundle import (
     BUNDLE_FILE,
     DEFAULT_MODEL_RATE,
@@ -69,7 +69,7 @@ TRAINING_FILE = "training.json"
 TRAINING_FORMAT = "vjapp.training"
 TRAINING_FORMAT_VERSION = 1
 # The embedded default's audio frontend (DESIGN §5): 22.05 kHz, n_fft 1024, hop 256, 64 mels.
-DEFAULT_MEL = MelConfig(sample_rate=22050, n_fft=1024, hop_length=256, n_mels=64)
+DEFAULT_MEL = LIVE_MEL
 INFO_KEYS = ("mel", "labels", "model_rate", "segment_seconds", "notes", "layer_groups", "clip_source")
 
 

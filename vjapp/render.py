@@ -27,6 +27,9 @@ from vjapp.engine.controls import ControlError, Controls
 
 log = logging.getLogger(__name__)
 
+FRAME_BATCH = 4  # frames synthesized per generator call (batching was ~15% faster per frame on CPU)
+HEAR_BATCH = 64  # model steps whose audio windows go through the mel + E_a in one batch
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="audio file (WAV, FLAC, OGG, MP3, or a video's audio track)")
@@ -74,7 +77,7 @@ def render_file(
     from vjapp.bundles import SHOW_PARTS, open_bundle
     from vjapp.engine.frames import resolve_device, resolve_dtype
     from vjapp.engine.show import Show, ShowConfig
-    from vjapp.engine.pipeline import PipelineConfig
+    from vjapp.engine.pipeline import Heard, PipelineConfig
     from vjapp.output.mp4 import Mp4Writer
 
     started = time.perf_counter()
@@ -98,15 +101,24 @@ def render_file(
     n_frames = max(1, int(round(audio.duration * fps)))
     size = show.renderer.size
     step_dt = 1.0 / rate
+    window = show.sound.window_samples
+    weight = float(controls.source_weights[0])
+    heard: dict[int, Heard] = {}  # precomputed E_a of upcoming steps (E_a has no state: batch it)
     next_step = 0  # index k of the next model step at k / rate
+
+    def window_at(k: int) -> torch.Tensor:
+        end = min(int(round(k * step_dt * sr_model)), mono.numel())
+        w = mono[max(0, end - window):end]
+        return torch.nn.functional.pad(w, (window - w.numel(), 0))
 
     def model_step_until(t: float) -> None:
         nonlocal next_step
         while next_step * step_dt <= t:
-            tk = next_step * step_dt
-            end = min(int(round(tk * sr_model)), mono.numel())
-            window = mono[max(0, end - show.sound.window_samples):end]
-            show.model_step(tk, [window])
+            if next_step not in heard:
+                ks = range(next_step, next_step + HEAR_BATCH)
+                heard.clear()
+                heard.update(zip(ks, show.sound.hear_many(torch.stack([window_at(k) for k in ks]), weight)))
+            show.model_step(next_step * step_dt, [], heard=heard[next_step])
             next_step += 1
 
     channels = audio.channels if audio.channels <= 2 else 2
@@ -119,14 +131,16 @@ def render_file(
                    mininterval=0.1 if sys.stderr.isatty() else 5.0)
         audio_pos = 0
         try:
-            for i in range(n_frames):
-                t = i / fps
-                model_step_until(t + step_dt)  # look one step ahead: frames sit between real keyframes
-                audio_end = audio.frames if i == n_frames - 1 else \
-                    min(audio.frames, int(round((i + 1) / fps * audio.sample_rate)))
-                encoder.put(show.frame_at(t), pcm[audio_pos:audio_end] if audio_end > audio_pos else None)
-                audio_pos = max(audio_pos, audio_end)
-                bar.update(1)
+            for first in range(0, n_frames, FRAME_BATCH):
+                idx = range(first, min(first + FRAME_BATCH, n_frames))
+                times = [i / fps for i in idx]
+                model_step_until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
+                for i, frame in zip(idx, show.frames_at(times)):
+                    audio_end = audio.frames if i == n_frames - 1 else \
+                        min(audio.frames, int(round((i + 1) / fps * audio.sample_rate)))
+                    encoder.put(frame, pcm[audio_pos:audio_end] if audio_end > audio_pos else None)
+                    audio_pos = max(audio_pos, audio_end)
+                    bar.update(1)
         finally:
             encoder.finish()
             bar.close()

@@ -47,6 +47,15 @@ class PipelineConfig:
 
 
 @dataclass
+class Heard:
+    """What one model step heard: E_a's offset and the loudness of the (mixed) window."""
+
+    delta: torch.Tensor  # [1, num_ws, w_dim]
+    loudness_db: float  # RMS dBFS (-inf for silence or no source)
+    mel: torch.Tensor | None  # [n_mels, T] 0..1, for the scope
+
+
+@dataclass
 class StepResult:
     ws: torch.Tensor  # [num_ws, w_dim] the W+ target (truncated, mixed)
     loudness: float  # 0..1 of the mixed input
@@ -107,7 +116,7 @@ class SoundToLatent:
     @torch.no_grad()
     def step(self, windows: Sequence[torch.Tensor], base: torch.Tensor, controls: Controls,
              mix: Sequence[torch.Tensor | None] = (None, None, None)) -> StepResult:
-        """One model step.
+        """One model step: :meth:`hear` the windows, then :meth:`advance`.
 
         Args:
             windows: one mono window per sound source, ``[window_samples]`` float32 at
@@ -116,30 +125,49 @@ class SoundToLatent:
             controls: the performer's controls (gains, smoothing, mix strengths, truncation).
             mix: raw latents ``[num_ws, w_dim]`` for the coarse, mid and fine mix slots, or None.
         """
-        weights = list(controls.source_weights)[: len(windows)]
+        return self.advance(self.hear(windows, controls.source_weights), base, controls, mix)
+
+    @torch.no_grad()
+    def hear(self, windows: Sequence[torch.Tensor], weights: Sequence[float]) -> Heard:
+        """Mel and E_a of one window per source, mixed by ``weights`` (Sound2Scene: offsets add)."""
         active = [(w, x) for w, x in zip(weights, windows) if w > 0.0]
-        batch = torch.stack([self._fit(x) for _, x in active]) if active else None  # [S, N]
-        if batch is not None:
-            with self._stage("mel"):
-                mels = self.logmel(batch)  # [S, n_mels, T]
-            with self._stage("encoder"):
-                deltas = self.inversion(mels)  # [S, L, C]
-            wts = torch.tensor([w for w, _ in active], device=self.device).view(-1, 1, 1)
-            delta = (deltas * wts).sum(0, keepdim=True)  # [1, L, C]
-            mixed = (batch * wts.view(-1, 1)).sum(0)
-            loud_db = float(rms_loudness(mixed, db=True))
-            heard = (mels * wts).sum(0) / wts.sum()  # [n_mels, T]
-        else:
-            delta = torch.zeros_like(self.offset)
-            loud_db = float("-inf")
-            heard = None
-        loud = db_to_unit(loud_db, self.config.quiet_db, self.config.loud_db)
+        if not active:
+            return Heard(torch.zeros_like(self.offset), float("-inf"), None)
+        batch = torch.stack([self._fit(x) for _, x in active])  # [S, N]
+        with self._stage("mel"):
+            mels = self.logmel(batch)  # [S, n_mels, T]
+        with self._stage("encoder"):
+            deltas = self.inversion(mels)  # [S, L, C]
+        wts = torch.tensor([w for w, _ in active], device=self.device).view(-1, 1, 1)
+        delta = (deltas * wts).sum(0, keepdim=True)  # [1, L, C]
+        loud_db = float(rms_loudness((batch * wts.view(-1, 1)).sum(0), db=True))
+        return Heard(delta, loud_db, (mels * wts).sum(0) / wts.sum())
+
+    @torch.no_grad()
+    def hear_many(self, windows: torch.Tensor, weight: float = 1.0) -> list[Heard]:
+        """:meth:`hear` for many windows of one source at once ``[K, window_samples]`` (offline
+        render: E_a has no state, so the windows of a whole stretch of a file batch together)."""
+        if weight <= 0.0:
+            return [Heard(torch.zeros_like(self.offset), float("-inf"), None) for _ in range(windows.shape[0])]
+        batch = windows.to(self.device, torch.float32) * weight  # [K, N]
+        with self._stage("mel"):
+            mels = self.logmel(batch)  # [K, n_mels, T]
+        with self._stage("encoder"):
+            deltas = self.inversion(mels)  # [K, L, C]
+        loud = rms_loudness(batch, db=True)  # [K]
+        return [Heard(deltas[k: k + 1], float(loud[k]), mels[k]) for k in range(batch.shape[0])]
+
+    @torch.no_grad()
+    def advance(self, heard: Heard, base: torch.Tensor, controls: Controls,
+                mix: Sequence[torch.Tensor | None] = (None, None, None)) -> StepResult:
+        """One recurrent step from what was heard; returns the W+ target."""
+        loud = db_to_unit(heard.loudness_db, self.config.quiet_db, self.config.loud_db)
         r = controls.loudness_reactivity
         scale = controls.gain * (loud**r if r > 0 else 1.0)
 
         w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
         with self._stage("recurrent"):
-            w_pred, self.state = self.predictor.step(w_prev, delta, self.state)
+            w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
         change = (w_pred - w_prev) * (scale * self._gain_mask(controls))  # [1, L, C]
         new_offset = (self.offset + change) * (1.0 - self.config.leak)
         new_offset = _clamp_rows(new_offset, self.config.max_offset)
@@ -151,7 +179,7 @@ class SoundToLatent:
             self.reset()
         motion = float((self.offset - before).norm(dim=-1).mean())
         ws = self.compose(base, controls, mix)
-        return StepResult(ws=ws, loudness=loud, loudness_db=loud_db, motion=motion, mel=heard)
+        return StepResult(ws=ws, loudness=loud, loudness_db=heard.loudness_db, motion=motion, mel=heard.mel)
 
     def compose(self, base: torch.Tensor, controls: Controls,
                 mix: Sequence[torch.Tensor | None] = (None, None, None)) -> torch.Tensor:

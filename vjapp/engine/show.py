@@ -20,7 +20,7 @@ from vjapp.engine.controls import Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8
 from vjapp.engine.interp import LatentTimeline
 from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
-from vjapp.engine.pipeline import PipelineConfig, SoundToLatent, StepResult
+from vjapp.engine.pipeline import Heard, PipelineConfig, SoundToLatent, StepResult
 from vjapp.engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ class Show:
                 candidates=self.config.prompt_candidates, batch=self.config.prompt_batch,
             )
         self.base = Crossfade(self.bank.for_seed(0), self.config.crossfade_seconds)
-        self.timeline = LatentTimeline(self.num_ws, self.w_dim, capacity=8, device=device,
+        # 32 keyframes: room for offline render's batches of frames ahead of the model steps
+        self.timeline = LatentTimeline(self.num_ws, self.w_dim, capacity=32, device=device,
                                        mode=self.config.interp)  # type: ignore[arg-type]
         self.controls = Controls()
         self._mix: list[torch.Tensor | None] = [None, None, None]
@@ -142,23 +143,31 @@ class Show:
         self.sound.reset()
         self.timeline.clear()
 
-    def model_step(self, now: float, windows: Sequence[torch.Tensor]) -> StepResult:
-        """One sound step at time ``now``; pushes the W+ keyframe for the display."""
+    def model_step(self, now: float, windows: Sequence[torch.Tensor], heard: Heard | None = None) -> StepResult:
+        """One sound step at time ``now`` (from ``windows``, or what was already ``heard``);
+        pushes the W+ keyframe for the display."""
         if self.controls.paused:
-            windows = []
+            windows, heard = [], None
         with self.stats.stage("model_step"):
-            result = self.sound.step(windows, self.base.value(now), self.controls, self._mix)
+            if heard is None:
+                heard = self.sound.hear(windows, self.controls.source_weights)
+            result = self.sound.advance(heard, self.base.value(now), self.controls, self._mix)
         self.timeline.push(now, result.ws)
         self.stats.tick_model()
         return result
 
     def frame_at(self, t: float) -> np.ndarray:
         """The uint8 frame ``[H, W, 3]`` for display time ``t``."""
+        return self.frames_at([t])[0]
+
+    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
+        """Frames for several display times, synthesized as one batch (offline render)."""
         with self.stats.stage("interpolate"):
-            ws = self.timeline.sample(t)
+            ws = torch.stack([self.timeline.sample(t) for t in times])  # [B, L, C]
         with self.stats.stage("synthesis"):
-            img = self.renderer.images(ws.unsqueeze(0), self.controls.noise_mode)[0]
+            imgs = self.renderer.images(ws, self.controls.noise_mode)
         with self.stats.stage("to_uint8"):
-            frame = to_uint8(img)
-        self.stats.tick_display()
-        return frame
+            frames = [to_uint8(img) for img in imgs]
+        for _ in frames:
+            self.stats.tick_display()
+        return frames
