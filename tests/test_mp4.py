@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import io
 import os
 import signal
 import subprocess
@@ -14,6 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from disk_fixtures import FillingDisk
 
 from vjapp.output import mp4 as mp4mod
 from vjapp.output.mp4 import Mp4Writer, RecordingError, probe_mp4
@@ -177,42 +177,11 @@ def test_fragmented_file_survives_sigkill(tmp_path: Path) -> None:
     assert info["audio"] is not None and info["audio"]["samples"] > 0
 
 
-class _FillingDisk(io.RawIOBase):
-    """A file that accepts ``limit`` bytes, then fails like a full disk."""
-
-    def __init__(self, path: str, limit: int) -> None:
-        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._limit = limit
-        self._written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        if self._written + len(b) > self._limit:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._written += len(b)
-        return self._f.write(b) or 0
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
 def test_disk_full_mid_recording_raises_and_keeps_what_was_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "full.mp4"
-    monkeypatch.setattr(mp4mod, "_open_output", lambda p: _FillingDisk(p, 400_000))
+    monkeypatch.setattr(mp4mod, "_open_output", lambda p: FillingDisk(p, 400_000))
     rng = np.random.default_rng(1)
     w = Mp4Writer(path, 64, 64, FPS, audio_rate=SR, audio_channels=1, fragmented=True)
     with pytest.raises(RecordingError, match="No space left on device"):

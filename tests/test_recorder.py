@@ -4,8 +4,6 @@ survival, disk full, thread failures, restarts, size changes, file names."""
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import io
 import os
 import signal
 import subprocess
@@ -18,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from disk_fixtures import FillingDisk
 
 from vjapp.audio import RingBuffer, Segment, SyntheticSource
 from vjapp.output import mp4 as mp4mod
@@ -216,40 +216,9 @@ def test_killed_process_leaves_a_playable_file(tmp_path: Path) -> None:
     assert audio is not None and audio["codec"] == "aac" and audio["decoded_duration_s"] >= 1.4
 
 
-class _FillingDisk(io.RawIOBase):
-    """A file that takes ``limit`` bytes, then fails like a full disk."""
-
-    def __init__(self, path: str, limit: int) -> None:
-        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._limit = limit
-        self._written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, b: bytes) -> int:  # type: ignore[override]
-        if self._written + len(b) > self._limit:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._written += len(b)
-        return self._f.write(b) or 0
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
 def test_disk_full_stops_the_recording_not_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "full.mp4"
-    monkeypatch.setattr(mp4mod, "_open_output", lambda p: _FillingDisk(p, 300_000))
+    monkeypatch.setattr(mp4mod, "_open_output", lambda p: FillingDisk(p, 300_000))
     errors: list[str] = []
     rec = Recorder(on_error=errors.append)
     ring = RingBuffer(SR * 2)
