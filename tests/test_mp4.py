@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,12 +11,11 @@ import av
 import numpy as np
 import pytest
 
-from disk_fixtures import FillingDisk
+from disk_fixtures import FillingDisk, run_until_ready_then_kill
 
 from vjapp.output import mp4 as mp4mod
 from vjapp.output.mp4 import Mp4Writer, RecordingError, probe_mp4
 
-REPO = Path(__file__).resolve().parents[1]
 FPS = 30
 SR = 44100
 
@@ -156,18 +153,7 @@ CHILD = textwrap.dedent(
 
 def test_fragmented_file_survives_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "killed.mp4"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert run_until_ready_then_kill(CHILD, path) == -signal.SIGKILL
     info = probe_mp4(path)
     video = info["video"]
     assert video is not None and video["codec"] == "h264"

@@ -4,10 +4,7 @@ survival, disk full, thread failures, restarts, size changes, file names."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -17,14 +14,13 @@ import av
 import numpy as np
 import pytest
 
-from disk_fixtures import FillingDisk
+from disk_fixtures import FillingDisk, run_until_ready_then_kill
 
 from vjapp.audio import RingBuffer, Segment, SyntheticSource
 from vjapp.output import mp4 as mp4mod
 from vjapp.output.mp4 import Mp4Writer, RecordingError, probe_mp4
 from vjapp.output.recorder import Recorder, RecorderStatus, default_recording_path, fit_frame
 
-REPO = Path(__file__).resolve().parents[1]
 FPS = 30
 SR = 44100
 
@@ -66,12 +62,12 @@ def test_two_second_take_reads_back(tmp_path: Path) -> None:
     src.start()
     rec = Recorder(on_error=errors.append, on_state=states.append)
     try:
-        rec.start(path, 64, 64, FPS, src.ring, src.sample_rate)
+        t0 = time.perf_counter()  # the engine clock at the press of Record, as the app passes it
+        rec.start(path, 64, 64, FPS, src.ring, src.sample_rate, t0=t0)
 
         def engine() -> None:
-            t_first = time.perf_counter()
             for i in range(60):
-                deadline = t_first + i / FPS
+                deadline = t0 + i / FPS
                 while time.perf_counter() < deadline:
                     time.sleep(0.002)
                 rec.submit(gray(i), deadline)
@@ -196,18 +192,7 @@ CHILD = textwrap.dedent(
 
 def test_killed_process_leaves_a_playable_file(tmp_path: Path) -> None:
     path = tmp_path / "killed.mp4"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "READY"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert run_until_ready_then_kill(CHILD, path) == -signal.SIGKILL
     info = probe_mp4(path)
     video, audio = info["video"], info["audio"]
     assert video is not None and video["codec"] == "h264" and video["first_frame_s"] == 0.0
