@@ -509,9 +509,12 @@ class AppContext:
         src = self.source
         path = default_recording_path(self.record_dir)
         try:
+            # t0 on the engine's clock (Frame.t): audio from the ring index now and video from
+            # this instant start together, however late the first frame arrives
+            t0 = self.engine.clock.now() if self.engine is not None else None
             rec.start(path, size, size, controls.fps,
                       audio_ring=src.ring if src is not None else None,
-                      audio_rate=int(src.sample_rate) if src is not None else None)
+                      audio_rate=int(src.sample_rate) if src is not None else None, t0=t0)
         except (RecordingError, ValueError) as exc:
             self.message(f"cannot record: {exc}", "error")
             return
