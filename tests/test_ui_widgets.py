@@ -339,3 +339,31 @@ def test_widgets_follow_the_mailbox_without_writing_back(qtbot, tmp_path):
     qtbot.addWidget(win2)
     win2.restore_settings()
     assert out2.scale_mode == "fill"
+
+
+def test_library_warnings_reach_the_message_panel(qtbot):
+    """A warning logged by library code shows in the GUI; loggers that report themselves don't."""
+    import logging
+
+    from vjapp.ui.bridge import EngineBridge, LogToBridge
+
+    bridge = EngineBridge()
+    handler = LogToBridge(bridge, skip=("vjapp.app",))
+    logger, own = logging.getLogger("vjapp.audio.testsource"), logging.getLogger("vjapp.app")
+    for lg in (logger, own):
+        lg.addHandler(handler)
+    seen: list[tuple[str, str]] = []
+    bridge.message.connect(lambda level, text: seen.append((level, text)))
+    try:
+        logger.info("not shown: below warning")
+        own.warning("not shown: the app reports its own messages")
+        logger.warning("no output device; feeding the ring from a wall clock")
+        logger.error("stream died")
+        bridge.poll()
+    finally:
+        for lg in (logger, own):
+            lg.removeHandler(handler)
+    assert seen == [
+        ("warning", "vjapp.audio.testsource: no output device; feeding the ring from a wall clock"),
+        ("error", "vjapp.audio.testsource: stream died"),
+    ]

@@ -52,11 +52,16 @@ from vjapp.engine.mailbox import Mailbox
 from vjapp.osc import OscError, OscServer
 from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, default_recording_path
 from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
-from vjapp.ui.bridge import EngineBridge, GuiInvoker, install_exception_hooks
+from vjapp.ui.bridge import EngineBridge, GuiInvoker, LogToBridge, install_exception_hooks
 from vjapp.ui.main_window import MainWindow, SourceView
 from vjapp.ui.output_window import OutputWindow
 
 log = logging.getLogger(__name__)
+
+# Whose warnings reach the GUI's message panel, and who already reports there by itself
+# (the app's own messages; the engine's errors arrive through its on_error callback).
+LIBRARY_LOGGERS = ("vjapp", "model")
+LOGGERS_THAT_REPORT_THEMSELVES = ("vjapp.app", "vjapp.engine.engine")
 
 __all__ = ["AppContext", "build_app", "run", "parse_size", "parse_host_port", "demo_audio_path", "BundleMismatch"]
 
@@ -151,6 +156,7 @@ class AppContext:
         self.output: OutputWindow | None = None
         self.window: MainWindow | None = None
         self.fullscreen_at_start = False
+        self._log_handler: logging.Handler | None = None
 
     # ================================================================== messages
     def message(self, text: str, level: str = "info") -> None:
@@ -650,6 +656,10 @@ class AppContext:
         if self._restore_hooks is not None:
             self._restore_hooks()
             self._restore_hooks = None
+        if self._log_handler is not None:
+            for name in LIBRARY_LOGGERS:
+                logging.getLogger(name).removeHandler(self._log_handler)
+            self._log_handler = None
 
 
 def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> AppContext:
@@ -663,6 +673,9 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
                 else QSettings("vjapp", "vjapp"))
     ctx = AppContext(args, qapp, settings)
     ctx._restore_hooks = install_exception_hooks(lambda text: ctx.bridge.report(text, "error"))
+    ctx._log_handler = LogToBridge(ctx.bridge, skip=LOGGERS_THAT_REPORT_THEMSELVES)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).addHandler(ctx._log_handler)
 
     ctx.controls.put(Controls(fps=args.fps, size=parse_size(args.size)))
     ctx._initial_bundle()

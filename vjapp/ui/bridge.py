@@ -32,7 +32,7 @@ from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal, pyqtSlot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EngineBridge", "EngineLike", "GuiInvoker", "install_exception_hooks"]
+__all__ = ["EngineBridge", "EngineLike", "GuiInvoker", "LogToBridge", "install_exception_hooks"]
 
 INFO, WARNING, ERROR = "info", "warning", "error"
 
@@ -168,6 +168,30 @@ class GuiInvoker(QObject):
             log.exception("action failed")
             if self.on_error is not None:
                 self.on_error(f"{type(exc).__name__}: {exc}")
+
+
+class LogToBridge(logging.Handler):
+    """Library warnings and errors (``logging``) into the GUI's message panel.
+
+    A performer sees what the log says (a device that fell back to the wall clock, a stalled
+    stream) without a terminal. Loggers that already report to the panel themselves are
+    skipped, so nothing shows twice. Thread-safe: ``EngineBridge.report`` only appends to a
+    bounded deque.
+    """
+
+    def __init__(self, bridge: EngineBridge, skip: tuple[str, ...] = ()) -> None:
+        super().__init__(logging.WARNING)
+        self._bridge = bridge
+        self._skip = tuple(skip)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if any(record.name == s or record.name.startswith(s + ".") for s in self._skip):
+            return
+        try:
+            level = ERROR if record.levelno >= logging.ERROR else WARNING
+            self._bridge.report(f"{record.name}: {record.getMessage()}", level)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
 
 def install_exception_hooks(show: Callable[[str], None]) -> Callable[[], None]:
