@@ -215,3 +215,17 @@ def test_engine_thread_publishes_frames_and_survives_errors(tiny_bundle_dir):
     finally:
         engine.stop()
     assert not engine.running
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
+def test_engine_asked_for_cuda_without_one_plays_on_the_cpu(tiny_bundle_dir):
+    errors: list[str] = []
+    engine = Engine(load_bundle(tiny_bundle_dir), Mailbox(Controls()), [], EngineConfig(device="cuda", dtype="fp32"),
+                    on_error=errors.append)
+    engine.start()
+    try:
+        assert engine.frames.wait_newer(0, timeout=30) is not None
+        assert any("CPU instead" in e for e in errors)
+        assert engine.show is not None and engine.show.device.type == "cpu"
+    finally:
+        engine.stop()

@@ -155,7 +155,11 @@ class Engine:
         if self.config.threads > 0:
             torch.set_num_threads(self.config.threads)
         torch.set_flush_denormal(True)
-        device = resolve_device(self.config.device)
+        try:
+            device = resolve_device(self.config.device)
+        except RuntimeError as exc:  # e.g. --device cuda on a machine without one: play on the CPU
+            self._report(f"{exc}; running on the CPU instead")
+            device = torch.device("cpu")
         dtype = resolve_dtype(self.config.dtype, device)
         self.bundle.to(device)
         pipeline = PipelineConfig(window_seconds=self.bundle.info.segment_seconds)
