@@ -421,7 +421,7 @@ def random_bundle(
     channel_max: int = 64,
     seed: int = 0,
     *,
-    w_dim: int = 512,
+    w_dim: int = 256,
     channel_base: int = 4096,
     mapping_layers: int = 8,
     clip_arch: str | ClipConfig = DEFAULT_CLIP_ARCH,

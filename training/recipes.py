@@ -22,8 +22,9 @@ Recipes:
 * ``tiny`` — seconds on a CPU (tests, smoke runs): 32 px generator, 16 kHz / 32-mel frontend,
   18 two-second clips, a couple of steps per stage.
 * ``default`` — the embedded default bundle (DESIGN.md §5): 256 px StyleGAN2 with channel_base 4096,
-  channel_max 64, w_dim 512 (about 70 fps in ``vjapp bench`` on a 2-core CPU with bf16, render 2x
-  real time at 30 fps), E_a channels 16..128, the 22.05 kHz / 64-mel
+  channel_max 64, w_dim 256 (about 70 fps in ``vjapp bench`` on a 2-core CPU with bf16, render 2x
+  real time at 30 fps), F_a and E_a channels 16..128 (the whole bundle stays under the 60 MB the
+  repository can carry), the 22.05 kHz / 64-mel
   frontend, the tiny CLIP, 900 synthscapes clips of 4 s. **The real run is long** (many hours of
   GPU time for the generator alone, days on a CPU): run it with ``--max-minutes`` per session and
   re-run the same command to resume across sessions.
@@ -151,8 +152,8 @@ def _default_sizes(scale: str) -> Sizes:
         clips=900 if full else 18, clip_seconds=4.0 if full else 2.0, data_size=256 if full else 64,
         data_fps=16.0 if full else 8.0,
         sample_rate=22050, n_fft=1024, hop_length=256, n_mels=64,
-        resolution=256, channel_base=4096, channel_max=64, w_dim=512, mapping_layers=8, clip_arch="vjapp-tiny",
-        audio_channels=(32, 64, 128, 256), encoder_channels=(16, 32, 64, 128), rnn_hidden=256,
+        resolution=256, channel_base=4096, channel_max=64, w_dim=256, mapping_layers=8, clip_arch="vjapp-tiny",
+        audio_channels=(16, 32, 64, 128), encoder_channels=(16, 32, 64, 128), rnn_hidden=256,
         segments=8 if full else 4, render_size=64, d_channel_base=4096, d_channel_max=128,
         video_channels=(32, 64, 128),
         steps=({"clip": 20000, "audio": 20000, "generator": 100000, "sound2video": 20000} if full
