@@ -136,7 +136,9 @@ def format_report(r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from model.formats import CheckpointError
 
-    size: int | str = args.size if args.size == "native" else int(args.size)
+    from vjapp.engine.controls import size_from_text
+
+    size = size_from_text(args.size)
     try:
         r = bench(args.bundle, args.device, args.dtype, args.frames, args.warmup, args.fps, args.model_rate, size,
                   args.threads)

@@ -97,15 +97,15 @@ HEADLESS_OUTPUT = Path("out") / "vjapp-demo.mp4"
 def run_headless(args: argparse.Namespace) -> int:
     """No display: render the chosen (or demo) audio with the chosen bundle to an MP4 instead."""
     from vjapp.app import demo_audio_path
-    from vjapp.engine.controls import Controls
+    from vjapp.engine.controls import Controls, size_from_text
     from vjapp.render import render_file
 
     audio = args.audio or str(demo_audio_path())
     print(f"{PROG}: no display here (no DISPLAY or WAYLAND_DISPLAY); rendering {audio} to {HEADLESS_OUTPUT} "
           "instead", file=sys.stderr)
     try:
-        size = args.size if args.size == "native" else int(args.size)
-        report = render_file(audio, HEADLESS_OUTPUT, Controls().replace(fps=args.fps, size=size), args.bundle,
+        controls = Controls().replace(fps=args.fps, size=size_from_text(args.size))
+        report = render_file(audio, HEADLESS_OUTPUT, controls, args.bundle,
                              args.device, args.dtype)
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vjapp.audio import AudioDecodeError, decode_audio, resample, to_mono
-from vjapp.engine.controls import ControlError, Controls
+from vjapp.engine.controls import ControlError, Controls, size_from_text
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +185,13 @@ class _EncoderThread:
             raise self._error
 
 
-def _parse_size(value: str) -> int | str:
-    return value if value == "native" else int(value)
-
-
 def run(args: argparse.Namespace) -> int:
     from model.formats import CheckpointError
     from vjapp.output.mp4 import RecordingError
 
     try:
         controls = Controls().replace(prompt=args.prompt, seed=args.seed, fps=args.fps,
-                                      size=_parse_size(args.size), gain=args.gain)
+                                      size=size_from_text(args.size), gain=args.gain)
         report = render_file(args.input, args.output, controls, args.bundle, args.device, args.dtype,
                              args.model_rate, progress=not args.quiet)
     except (AudioDecodeError, CheckpointError, RecordingError, ControlError, ValueError, RuntimeError) as exc:

@@ -174,6 +174,12 @@ class SizeSpec:
         return int(min(max(snapped, self.lo), self.hi))
 
 
+def size_from_text(text: str) -> int | str:
+    """A ``--size`` argument as the ``size`` control takes it: digits become an int (snapped to a
+    power of two by the control), anything else is passed on (``native``, or a ControlError)."""
+    return int(text) if text.strip().isdigit() else text
+
+
 @dataclass(frozen=True)
 class VectorSpec:
     """A fixed-length tuple of floats, each clamped to ``[lo, hi]``."""

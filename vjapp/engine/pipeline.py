@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from model.audio_features import LogMel, rms_loudness
-from vjapp.engine.controls import Controls
+from vjapp.engine.controls import Controls, GroupGains, GroupSmoothing
 from vjapp.engine.latents import db_to_unit, group_masks, truncate
 from vjapp.engine.stats import EngineStats
 
@@ -108,10 +108,10 @@ class SoundToLatent:
         self.state.zero_()
         self.offset.zero_()
 
-    def _gain_mask(self, controls: Controls) -> torch.Tensor:
-        gains = controls.group_gains
-        g = torch.tensor([gains.coarse, gains.mid, gains.fine], device=self.device).view(3, 1, 1)
-        return (self.masks * g).sum(0, keepdim=True)  # [1, L, 1]
+    def _per_layer(self, groups: GroupGains | GroupSmoothing) -> torch.Tensor:
+        """A coarse/mid/fine setting spread over the W+ layers: ``[1, L, 1]``."""
+        g = torch.tensor([groups.coarse, groups.mid, groups.fine], device=self.device).view(3, 1, 1)
+        return (self.masks * g).sum(0, keepdim=True)
 
     @torch.no_grad()
     def step(self, windows: Sequence[torch.Tensor], base: torch.Tensor, controls: Controls,
@@ -168,7 +168,7 @@ class SoundToLatent:
         w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
         with self._stage("recurrent"):
             w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
-        change = (w_pred - w_prev) * (scale * self._gain_mask(controls))  # [1, L, C]
+        change = (w_pred - w_prev) * (scale * self._per_layer(controls.group_gains))  # [1, L, C]
         new_offset = (self.offset + change) * (1.0 - self.config.leak)
         new_offset = _clamp_rows(new_offset, self.config.max_offset)
         s = self._smoothing_mask(controls)  # [1, L, 1]
@@ -196,10 +196,7 @@ class SoundToLatent:
 
     def _smoothing_mask(self, controls: Controls) -> torch.Tensor:
         """Per-layer smoothing: the overall and the group's, cascaded (both 0 -> none)."""
-        gs = controls.group_smoothing
-        g = torch.tensor([gs.coarse, gs.mid, gs.fine], device=self.device).view(3, 1, 1)
-        per_layer = (self.masks * g).sum(0, keepdim=True)  # [1, L, 1]
-        return 1.0 - (1.0 - controls.smoothing) * (1.0 - per_layer)
+        return 1.0 - (1.0 - controls.smoothing) * (1.0 - self._per_layer(controls.group_smoothing))
 
     def _stage(self, name: str) -> ContextManager[object]:
         if self.stats is None:
