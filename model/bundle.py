@@ -111,6 +111,7 @@ class BundleInfo:
     trained: dict[str, bool] = field(default_factory=dict)  # Per part: trained (True) or random.
     clip_source: dict[str, Any] = field(default_factory=lambda: {"kind": "native"})  # native | openclip.
     notes: str = ""  # Free-form: dataset, run, anything a person should know.
+    output_size: int = 0  # Size the app shows by default ("native"); 0 = the generator's resolution.
     vjapp_version: str = field(default_factory=_vjapp_version)  # Version that wrote the bundle.
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -142,8 +143,17 @@ class BundleInfo:
                 raise ValueError("BundleInfo.clip_source 'openclip' needs string 'arch' and 'weights' entries")
         elif kind != "native":
             raise ValueError(f"BundleInfo.clip_source.kind must be 'native' or 'openclip', got {self.clip_source!r}")
+        size = self.output_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or (size and size & (size - 1)):
+            raise ValueError(f"BundleInfo.output_size must be 0 or a power of two, got {size!r}")
         if not isinstance(self.notes, str) or not isinstance(self.vjapp_version, str):
             raise ValueError("BundleInfo.notes and vjapp_version must be strings")
+
+    @property
+    def display_size(self) -> int:
+        """The size frames are shown at by default: ``output_size``, else the generator's resolution
+        (a bundle trained at 128 px may ask to be upsampled to 256)."""
+        return self.output_size or self.resolution
 
     @property
     def is_trained(self) -> bool:
@@ -182,6 +192,8 @@ class BundleInfo:
             "clip": dict(self.clip_source),
             "notes": self.notes,
         }
+        if self.output_size:
+            doc["output_size"] = self.output_size
         return doc
 
     @classmethod
@@ -196,7 +208,8 @@ class BundleInfo:
                 f"(this vjapp reads <= {BUNDLE_FORMAT_VERSION}; written by vjapp {doc.get('vjapp_version')!r})"
             )
         known = {"format", "format_version", "vjapp_version", "num_ws", "w_dim", "embed_dim", "resolution",
-                 "model_rate", "segment_seconds", "mel", "layer_groups", "labels", "trained", "clip", "notes"}
+                 "model_rate", "segment_seconds", "mel", "layer_groups", "labels", "trained", "clip", "notes",
+                 "output_size"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise CheckpointError(f"{source}: unknown bundle fields {unknown} (written by a newer vjapp?)")
@@ -217,6 +230,7 @@ class BundleInfo:
                 trained=dict(doc.get("trained") or {}),
                 clip_source=dict(doc.get("clip") or {"kind": "native"}),
                 notes=doc.get("notes", ""),
+                output_size=doc.get("output_size", 0),
                 vjapp_version=doc.get("vjapp_version", "unknown"),
                 format_version=version,
             )

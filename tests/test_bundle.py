@@ -174,6 +174,8 @@ def test_mismatched_w_dim_between_generator_and_encoder(copy):
         (lambda d: d.update(layer_groups=[[0, 3], [4, 8]]), "invalid bundle.json"),
         (lambda d: d.update(model_rate=-1), "model_rate"),
         (lambda d: d["mel"].update(n_mels=0), "n_mels"),
+        (lambda d: d.update(output_size=100), "output_size"),
+        (lambda d: d.update(output_size=True), "output_size"),
     ],
 )
 def test_bad_bundle_json(copy, edit, message):
@@ -240,3 +242,26 @@ def test_bundle_runs_on_gpu(saved):
     assert torch.allclose(delta.cpu(), cpu["delta"], atol=1e-4)
     assert torch.allclose(emb.cpu(), cpu["audio_embedding"], atol=1e-4)
     assert torch.allclose(text.cpu(), cpu["clip_text"], atol=1e-4)
+
+
+def test_output_size_round_trips_and_sets_the_native_display_size(bundle, tmp_path):
+    """A bundle trained at a small size may ask to be shown larger: 'native' then means that size."""
+    import dataclasses
+
+    from vjapp.engine.show import Show
+
+    assert bundle.info.display_size == bundle.info.resolution == 16
+    assert "output_size" not in bundle.info.to_json()
+    up = Bundle(dataclasses.replace(bundle.info, output_size=64), bundle.generator, bundle.clip,
+                bundle.audio_encoder, bundle.sound_inversion, bundle.predictor)
+    path = save_bundle(tmp_path / "up", up)
+    loaded = load_bundle(path)
+    assert loaded.info.output_size == 64 and loaded.info.display_size == 64
+    show = Show(loaded, torch.device("cpu"), torch.float32)
+    assert show.renderer.size == 64
+    frame = show.renderer.frame(loaded.generator.mapping(torch.zeros(1, loaded.generator.z_dim))[0])
+    assert frame.shape == (64, 64, 3)
+    show.renderer.set_size("native")
+    assert show.renderer.size == 64
+    show.renderer.set_size(32)
+    assert show.renderer.frame(torch.zeros(loaded.info.num_ws, loaded.info.w_dim)).shape == (32, 32, 3)

@@ -124,3 +124,39 @@ def test_clip_stage_records_an_external_openclip_checkpoint(data_dir: Path, tmp_
     clip = bundle_io.read_part(out, "clip")
     torch.testing.assert_close(clip.encode_text(["wind"]), reference.eval().encode_text(["wind"]))
     assert "zero_shot_top1" in json.loads((out / "runs" / "clip" / "eval.json").read_text())
+
+
+def test_label_captions_put_the_zero_shot_prompts_into_training() -> None:
+    from training.stages.clip import _captions
+
+    labels = ("raining", "wind")
+    templates = ("a photo of {}", "the sound of {}")
+    batch = {"caption": ["drops on a window", "", "leaves blown across a field", "rain on a roof"]}
+    ids = torch.tensor([0, 1, 1, 0])
+    kept = _captions(batch, ids, labels, templates, 0.0, torch.Generator().manual_seed(0))
+    # share 0: captions kept; the item without one gets a label prompt
+    assert kept[0] == "drops on a window" and kept[2] == "leaves blown across a field"
+    assert kept[1] in {"a photo of wind", "the sound of wind"}
+    swapped = _captions(batch, ids, labels, templates, 1.0, torch.Generator().manual_seed(0))
+    assert all(c.endswith(labels[i]) and c.split(" of ")[0] in {"a photo", "the sound"}
+               for c, i in zip(swapped, ids.tolist()))
+    many = _captions({"caption": ["x"] * 2000}, torch.zeros(2000, dtype=torch.long), labels, templates, 0.5,
+                     torch.Generator().manual_seed(1))
+    share = sum(c != "x" for c in many) / len(many)
+    assert 0.45 < share < 0.55
+
+
+def test_clip_stage_rejects_a_bad_label_caption_share(data_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    rc = train_main(["clip", "--data", str(data_dir), "--out", str(tmp_path / "b"), "--steps", "1",
+                     "--label-captions", "1.5", "--no-tensorboard"])
+    assert rc != 0
+    assert "--label-captions" in capsys.readouterr().err
+
+
+def test_clip_stage_trains_with_caption_positives(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    assert train_main(["clip", "--data", str(data_dir), "--out", str(out), "--steps", "2", "--batch-size", "8",
+                       "--positives", "caption", "--label-captions", "0", "--no-tensorboard", "--fps", "2"]) == 0
+    cfg = json.loads((out / "training.json").read_text())
+    assert cfg["parts"]["clip"]["trained"] is True

@@ -295,7 +295,8 @@ def test_stage_trains_and_writes_a_loadable_generator(frames: Path, tmp_path: Pa
 def test_stage_reports_kid_and_coverage_with_a_bundle_clip(frames: Path, tmp_path: Path, tiny_clip) -> None:
     out = tmp_path / "bundle"
     bundle_io.write_part(out, "clip", tiny_clip, trained=False)
-    rc = train_main(["generator", "--data", str(frames), "--out", str(out), "--steps", "2", "--kid-every", "1", *TINY])
+    rc = train_main(["generator", "--data", str(frames), "--out", str(out), "--steps", "2", "--kid-every", "1", *TINY,
+                     "--output-size", str(4 * RES)])
     assert rc == 0
     early = json.loads((out / "runs" / "generator" / "eval" / "kid-00000001.json").read_text())
     assert early["step"] == 1 and np.isfinite(early["kid"])
@@ -304,8 +305,9 @@ def test_stage_reports_kid_and_coverage_with_a_bundle_clip(frames: Path, tmp_pat
     assert report["n_real"] == 12 and report["n_fake"] == 12 and report["features"] == "clip_image"
     assert set(report["coverage"]) == set(LANDSCAPE_LABELS)
     assert sum(report["coverage"].values()) == pytest.approx(1.0)
-    # generator + CLIP make a bundle.json.
-    assert (out / "bundle.json").is_file()
+    # generator + CLIP make a bundle.json; it asks the app to show the frames upsampled.
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["resolution"] == RES and info["output_size"] == 4 * RES
 
 
 def test_stage_resumes_from_its_checkpoint(frames: Path, tmp_path: Path) -> None:
@@ -336,3 +338,6 @@ def test_stage_rejects_bad_options(frames: Path, tmp_path: Path, capsys: pytest.
     rc = train_main(["generator", "--data", str(frames), "--out", str(out), *TINY, "--resolution", "24"])
     assert rc == 1
     assert "power of two" in capsys.readouterr().err
+    rc = train_main(["generator", "--data", str(frames), "--out", str(out), *TINY, "--output-size", "100"])
+    assert rc == 1
+    assert "--output-size" in capsys.readouterr().err

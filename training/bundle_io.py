@@ -70,7 +70,7 @@ TRAINING_FORMAT = "vjapp.training"
 TRAINING_FORMAT_VERSION = 1
 # The embedded default's audio frontend (DESIGN §5): 22.05 kHz, n_fft 1024, hop 256, 64 mels.
 DEFAULT_MEL = LIVE_MEL
-INFO_KEYS = ("mel", "labels", "model_rate", "segment_seconds", "notes", "layer_groups", "clip_source")
+INFO_KEYS = ("mel", "labels", "model_rate", "segment_seconds", "notes", "layer_groups", "clip_source", "output_size")
 
 
 class BundleError(ValueError):
@@ -277,7 +277,8 @@ def update_bundle_json(out_dir: str | Path, **info: Any) -> BundleInfo | None:
     """Merge ``info`` into ``training.json`` and (re)write ``bundle.json`` if generator and CLIP exist.
 
     Keywords (all optional): ``mel`` (MelConfig), ``labels`` (list of str), ``model_rate``,
-    ``segment_seconds``, ``notes``, ``layer_groups``, ``clip_source``. Returns the written
+    ``segment_seconds``, ``notes``, ``layer_groups``, ``clip_source``, ``output_size`` (the
+    size the app shows by default; 0 = the generator's resolution). Returns the written
     :class:`BundleInfo`, or None while the generator or CLIP is still missing.
     """
     unknown = sorted(set(info) - set(INFO_KEYS))
@@ -315,6 +316,7 @@ def update_bundle_json(out_dir: str | Path, **info: Any) -> BundleInfo | None:
             segment_seconds=float(meta.get("segment_seconds", DEFAULT_SEGMENT_SECONDS)),
             layer_groups=groups, labels=tuple(meta.get("labels") or ()), trained=trained,
             clip_source=dict(meta.get("clip_source") or {"kind": "native"}), notes=str(meta.get("notes", "")),
+            output_size=int(meta.get("output_size", 0)),
         )
     except ValueError as exc:
         bundle_path.unlink(missing_ok=True)

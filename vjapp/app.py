@@ -295,7 +295,7 @@ class AppContext:
                  for name in ("clip", "audio_encoder", "sound_inversion", "predictor")}
         trained = dict(info.trained, generator=True)
         new_info = dataclasses.replace(
-            info, resolution=G.img_resolution, trained=trained,
+            info, resolution=G.img_resolution, output_size=0, trained=trained,
             notes=(f"generator converted from {Path(stem).name}; audio models and CLIP from "
                    f"{self.bundle_path or 'the bundle playing at the time'} (trained for another generator: "
                    f"reactivity directions are not tuned to this one). {info.notes}").strip(),

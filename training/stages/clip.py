@@ -1,8 +1,11 @@
 """``vjapp-train clip``: the bundle's CLIP (F_v images, F_t text).
 
 Default: train a small CLIP (an OpenCLIP config from ``resources/clip_configs``, ``vjapp-tiny``)
-from scratch on (video frame, caption) pairs with CLIP's symmetric InfoNCE. Pairs that share
-a caption count as positives of each other. Evaluation: zero-shot image → label top-1 on the
+from scratch on (video frame, caption) pairs with CLIP's symmetric InfoNCE. Pairs of the same
+class count as positives of each other (``--positives caption``: only pairs sharing a caption),
+and half the captions (``--label-captions``) are replaced by a prompt template naming the label,
+so the label prompts that evaluation and the app's text prompts use are what the text tower was
+trained on (without them a class whose captions never say its label can score 0). Evaluation: zero-shot image → label top-1 on the
 ``val`` split, each label's text embedding being the mean over prompt templates ("a photo of
 a {}", ...). The CLIP is written natively into the bundle (``clip.safetensors + .json``).
 
@@ -51,6 +54,8 @@ class ClipStageConfig:
     templates: tuple[str, ...] = DEFAULT_TEMPLATES  # Zero-shot prompt templates.
     eval_batches: int = 0  # Cap on val batches per evaluation (0: all).
     cache_dir: str | None = None  # Decoded-frame cache (passed to the dataset).
+    positives: str = "label"  # Which pairs count as positives: "label" (same class) or "caption" (same text).
+    label_captions: float = 0.5  # Share of captions replaced by a template naming the label.
     labels: tuple[str, ...] = field(default_factory=tuple)  # Filled in from the dataset.
 
 
@@ -69,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"zero-shot prompt template with {{}} for the label (repeatable; default {list(DEFAULT_TEMPLATES)})")
     g.add_argument("--eval-batches", type=int, default=0, help="cap on validation batches per evaluation (0: all)")
     g.add_argument("--cache-dir", type=Path, default=None, help="cache of decoded frames (speeds up repeated runs)")
+    g.add_argument("--positives", choices=("label", "caption"), default="label",
+                   help="pairs that count as positives of each other: same class label (default) or same caption")
+    g.add_argument("--label-captions", type=float, default=0.5,
+                   help="share of training captions replaced by a prompt template naming the label (0..1), so the "
+                        "label prompts that zero-shot evaluation and the app use are in the text tower's training data")
 
 
 def _config_from_args(args: argparse.Namespace) -> ClipStageConfig:
@@ -83,7 +93,10 @@ def _config_from_args(args: argparse.Namespace) -> ClipStageConfig:
     templates = tuple(args.templates) if args.templates else DEFAULT_TEMPLATES
     if not all("{}" in t for t in templates):
         raise TrainingError(f"every --template needs a '{{}}' placeholder for the label, got {list(templates)}")
+    if not 0.0 <= args.label_captions <= 1.0:
+        raise TrainingError(f"--label-captions must be between 0 and 1, got {args.label_captions}")
     return ClipStageConfig(
+        positives=str(args.positives), label_captions=float(args.label_captions),
         arch=args.arch, init=str(args.init) if args.init else None, weights=str(args.weights) if args.weights else None,
         fps=float(args.fps), weight_decay=float(args.weight_decay), hflip=bool(args.hflip), templates=templates,
         eval_batches=int(args.eval_batches), cache_dir=str(args.cache_dir) if args.cache_dir else None,
@@ -112,12 +125,20 @@ def _label_ids(batch_labels: Any, labels: tuple[str, ...]) -> torch.Tensor:
         raise TrainingError(f"item label {exc} is not among the dataset labels {list(labels)}") from exc
 
 
-def _captions(batch: dict[str, Any], ids: torch.Tensor, labels: tuple[str, ...], template: str) -> list[str]:
+def _captions(batch: dict[str, Any], ids: torch.Tensor, labels: tuple[str, ...], templates: tuple[str, ...],
+              label_share: float, gen: torch.Generator) -> list[str]:
+    """The batch's captions; items without one, and a ``label_share`` of the rest, get a label
+    prompt from ``templates`` (drawn with ``gen``)."""
     caps = batch.get("caption")
+    n = int(ids.numel())
+    swap = (torch.rand(n, generator=gen) < label_share).tolist()
+    pick = torch.randint(len(templates), (n,), generator=gen).tolist()
     out = []
     for i, label_id in enumerate(ids.tolist()):
         c = caps[i] if caps is not None else ""
-        out.append(c if isinstance(c, str) and c.strip() else template.format(labels[label_id]))
+        if swap[i] or not (isinstance(c, str) and c.strip()):
+            c = templates[pick[i]].format(labels[label_id])
+        out.append(c)
     return out
 
 
@@ -201,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         loader = make_loader(train_set, r.batch_size, shuffle=True, seed=r.seed, drop_last=True,
                              num_workers=args.num_workers)
         batches = loop_batches(loader, start_epoch=start // max(1, len(loader)))
-        template = config.templates[0]
+        caption_gen = torch.Generator().manual_seed(r.seed * 1000003 + start)
         last_eval: dict[str, Any] | None = None
         t0, n0 = time.monotonic(), start
         for step in r.steps_from(start):
@@ -212,13 +233,15 @@ def run(args: argparse.Namespace) -> int:
                 flip = torch.rand(images.shape[0], device=images.device) < 0.5
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
             ids = _label_ids(batch["label"], labels)
-            captions = _captions(batch, ids, labels, template)
+            captions = _captions(batch, ids, labels, config.templates, config.label_captions, caption_gen)
             tokens = clip.tokenize(captions).to(r.device)
-            # Same caption = same positive (synthscapes repeats captions within a class).
-            caption_ids = torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long)
+            if config.positives == "label":  # every frame and caption of a class are positives of each other
+                positive_ids = ids
+            else:  # same caption = same positive (synthscapes repeats captions within a class)
+                positive_ids = torch.tensor([zlib.crc32(c.encode("utf-8")) for c in captions], dtype=torch.long)
             with r.autocast():
                 img_emb, txt_emb, scale = model(images, tokens)
-                loss = info_nce(img_emb, txt_emb, scale, labels=caption_ids)
+                loss = info_nce(img_emb, txt_emb, scale, labels=positive_ids)
             r.check_finite(step, loss=loss)
             r.optimizer_step(loss, opt)
             with torch.no_grad():

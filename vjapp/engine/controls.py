@@ -19,7 +19,8 @@ Validation policy (one rule for every entry point: constructor, :meth:`Controls.
   only for string and choice fields. Strings are stripped of surrounding whitespace and control
   characters and truncated to the field's maximum length; choices are matched case-insensitively.
 * ``size`` is a power of two in 64..1024 (other ints snap to the nearest power of two, in log scale,
-  then clamp) or the string ``"native"`` (the generator's own resolution).
+  then clamp) or the string ``"native"`` (the bundle's display size: the generator's resolution unless the bundle
+  asks to be upsampled).
 """
 
 from __future__ import annotations

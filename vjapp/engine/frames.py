@@ -36,10 +36,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 class FrameRenderer:
     """Synthesizes frames from W+ with a prepared (pre-cast, channels-last) generator copy."""
 
-    def __init__(self, G: Generator, device: torch.device, dtype: torch.dtype, size: int | None = None) -> None:
+    def __init__(self, G: Generator, device: torch.device, dtype: torch.dtype, size: int | None = None,
+                 native_size: int | None = None) -> None:
         self.device = device
         self.dtype = dtype
-        self.native_size = int(G.img_resolution)
+        # "native": the bundle's display size (the generator's resolution unless the bundle upsamples)
+        self.native_size = int(native_size or G.img_resolution)
         self.fast = prepare_for_inference(G, dtype=dtype, channels_last=True).to(device)
         self.size = size or self.native_size
 

@@ -52,7 +52,7 @@ class Show:
         self.stats = stats or EngineStats()
         G = bundle.generator.to(device).eval()
         self.G = G
-        self.renderer = FrameRenderer(G, device, dtype)
+        self.renderer = FrameRenderer(G, device, dtype, native_size=bundle.info.display_size)
         self.sound = SoundToLatent(
             LogMel(bundle.info.mel), bundle.sound_inversion, bundle.predictor,
             G.mapping.w_avg.detach(), bundle.info.layer_groups, device, self.config.pipeline, self.stats,
