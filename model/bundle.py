@@ -430,8 +430,11 @@ def save_bundle(path: str | Path, bundle: Bundle, clip_mode: str = "auto") -> Pa
     return root
 
 
+DEFAULT_OUTPUT_SIZE = 256  # the embedded default (and its stand-in) is shown at this size
+
+
 def random_bundle(
-    resolution: int = 256,
+    resolution: int = 128,
     channel_max: int = 64,
     seed: int = 0,
     *,
@@ -446,12 +449,14 @@ def random_bundle(
     model_rate: float = DEFAULT_MODEL_RATE,
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
     notes: str = "randomly initialised: no part is trained",
+    output_size: int = 0,
 ) -> Bundle:
     """A consistent, randomly initialised bundle (every part marked untrained), reproducible by ``seed``.
 
-    Uses its own RNG stream, so the caller's global torch RNG state is left untouched. Small
-    defaults (channel_base 4096, channel_max 64: about 70 frames/s at 256 px with bf16 on 2 CPU
-    cores in ``vjapp bench``; encoder channels 16..128; tiny CLIP) keep it real-time on a CPU.
+    Uses its own RNG stream, so the caller's global torch RNG state is left untouched. The
+    defaults are the embedded default's sizes (a 128 px generator with channel_base 4096,
+    channel_max 64, w_dim 256; encoder channels 16..128; tiny CLIP), real-time on a 2-core CPU;
+    ``output_size`` (0: the resolution) is the size the app shows it at.
     """
     mel = mel or LIVE_MEL
     with torch.random.fork_rng(devices=[]):
@@ -473,7 +478,7 @@ def random_bundle(
     info = BundleInfo(
         num_ws=num_ws, w_dim=w_dim, embed_dim=clip.embed_dim, resolution=resolution, mel=mel,
         model_rate=model_rate, segment_seconds=segment_seconds, layer_groups=groups, labels=tuple(labels),
-        trained={p: False for p in PARTS}, notes=notes,
+        trained={p: False for p in PARTS}, notes=notes, output_size=output_size,
     )
     bundle = Bundle(info, generator, clip, audio_encoder, sound_inversion, predictor).eval()
     bundle.check("random_bundle")

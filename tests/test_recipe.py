@@ -44,12 +44,13 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
         import inspect
 
         from model.audio_features import LIVE_MEL
-        from model.bundle import random_bundle
+        from model.bundle import DEFAULT_OUTPUT_SIZE, random_bundle
 
         stand_in = {k: v.default for k, v in inspect.signature(random_bundle).parameters.items()}
         assert (sizes.resolution, sizes.channel_base, sizes.channel_max, sizes.w_dim) == tuple(
             stand_in[k] for k in ("resolution", "channel_base", "channel_max", "w_dim"))
         assert sizes.encoder_channels == tuple(stand_in["encoder_channels"])
+        assert sizes.output_size == DEFAULT_OUTPUT_SIZE
         assert (sizes.sample_rate, sizes.n_fft, sizes.hop_length, sizes.n_mels) == (
             LIVE_MEL.sample_rate, LIVE_MEL.n_fft, LIVE_MEL.hop_length, LIVE_MEL.n_mels)
 

@@ -104,6 +104,7 @@ class Sizes:
     n_mels: int
     # models
     resolution: int
+    output_size: int  # size the app shows the generator at ("native"); 0 = its resolution
     channel_base: int
     channel_max: int
     w_dim: int
@@ -137,7 +138,7 @@ def _tiny_sizes(scale: str) -> Sizes:
     return Sizes(
         clips=18, clip_seconds=2.0, data_size=32, data_fps=8.0,
         sample_rate=16000, n_fft=512, hop_length=256, n_mels=32,
-        resolution=32, channel_base=1024, channel_max=32, w_dim=64, mapping_layers=2, clip_arch="vjapp-tiny",
+        resolution=32, output_size=0, channel_base=1024, channel_max=32, w_dim=64, mapping_layers=2, clip_arch="vjapp-tiny",
         audio_channels=(8, 16, 16, 16), encoder_channels=(8, 16, 16, 16), rnn_hidden=32,
         segments=4, render_size=32, d_channel_base=512, d_channel_max=32, video_channels=(8, 16),
         steps={"clip": 2, "audio": 2, "generator": 2, "sound2video": 2},
@@ -152,7 +153,7 @@ def _default_sizes(scale: str) -> Sizes:
         clips=900 if full else 18, clip_seconds=4.0 if full else 2.0, data_size=256 if full else 64,
         data_fps=16.0 if full else 8.0,
         sample_rate=22050, n_fft=1024, hop_length=256, n_mels=64,
-        resolution=256, channel_base=4096, channel_max=64, w_dim=256, mapping_layers=8, clip_arch="vjapp-tiny",
+        resolution=128, output_size=256, channel_base=4096, channel_max=64, w_dim=256, mapping_layers=8, clip_arch="vjapp-tiny",
         audio_channels=(16, 32, 64, 128), encoder_channels=(16, 32, 64, 128), rnn_hidden=256,
         segments=8 if full else 4, render_size=64, d_channel_base=4096, d_channel_max=128,
         video_channels=(32, 64, 128),
@@ -193,6 +194,10 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
         argv = common + ["--resolution", str(s.resolution), "--channel-base", str(s.channel_base),
                          "--channel-max", str(s.channel_max), "--w-dim", str(s.w_dim),
                          "--mapping-layers", str(s.mapping_layers)]
+        if s.output_size:
+            argv += ["--output-size", str(s.output_size)]
+        if not small:  # decoded frames are kept for the next session's resume
+            argv += ["--cache-dir", str(ctx.work / "frame-cache")]
         if small:
             argv += ["--kid-samples", "8", "--kid-subsets", "2", "--coverage-samples", "8"]
         return argv

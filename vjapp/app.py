@@ -35,7 +35,7 @@ from PyQt6.QtCore import QSettings, QStandardPaths, QTimer
 from PyQt6.QtGui import QGuiApplication
 from PyQt6.QtWidgets import QApplication
 
-from model.bundle import Bundle, random_bundle
+from model.bundle import Bundle
 from vjapp.audio import (
     AudioDecodeError,
     AudioSource,
@@ -45,7 +45,7 @@ from vjapp.audio import (
     SyntheticSource,
     list_input_devices,
 )
-from vjapp.bundles import DEMO_AUDIO_DIR, open_bundle
+from vjapp.bundles import DEMO_AUDIO_DIR, open_bundle, stand_in_bundle
 from vjapp.engine.controls import MAX_SEED, ControlError, Controls, set_path
 from vjapp.engine.engine import Engine, EngineConfig, Frame
 from vjapp.engine.mailbox import Mailbox
@@ -205,7 +205,7 @@ class AppContext:
                 bundle, where = open_bundle(None)
             except Exception as exc2:  # noqa: BLE001 - even the embedded default is broken
                 self.message(f"the embedded default bundle does not load either: {exc2}", "error")
-                bundle = random_bundle()
+                bundle = stand_in_bundle()
                 where = "a randomly initialized bundle (the default bundle failed to load)"
         self.bundle = bundle
         self._describe_bundle(bundle, where)

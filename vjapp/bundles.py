@@ -9,7 +9,7 @@ import torch
 
 from typing import Iterable
 
-from model.bundle import Bundle, load_bundle, random_bundle
+from model.bundle import DEFAULT_OUTPUT_SIZE, Bundle, load_bundle, random_bundle
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,11 @@ DEMO_AUDIO_DIR = RESOURCES / "demo"
 
 # What the show needs without text prompts: CLIP (and F_a, a training-time part) can stay on disk.
 SHOW_PARTS = ("generator", "sound_inversion", "predictor")
+
+
+def stand_in_bundle() -> Bundle:
+    """A random bundle of the embedded default's sizes, shown at its size (when no default loads)."""
+    return random_bundle(output_size=DEFAULT_OUTPUT_SIZE)
 
 
 def open_bundle(path: str | Path | None, device: torch.device | str = "cpu",
@@ -37,7 +42,7 @@ def open_bundle(path: str | Path | None, device: torch.device | str = "cpu",
         bundle = load_bundle(DEFAULT_BUNDLE_DIR, device=device, parts=parts)
         where = "the embedded default"
     else:
-        bundle = random_bundle().to(device)
+        bundle = stand_in_bundle().to(device)
         where = "a randomly initialized bundle (no trained default is installed yet)"
         return bundle, where
     if not bundle.info.is_trained:
