@@ -308,6 +308,9 @@ def test_stage_reports_kid_and_coverage_with_a_bundle_clip(frames: Path, tmp_pat
     # generator + CLIP make a bundle.json; it asks the app to show the frames upsampled.
     info = json.loads((out / "bundle.json").read_text())
     assert info["resolution"] == RES and info["output_size"] == 4 * RES
+    # resuming without --output-size keeps what the bundle says
+    assert train_main(["generator", "--data", str(frames), "--out", str(out), "--steps", "3", *TINY]) == 0
+    assert json.loads((out / "bundle.json").read_text())["output_size"] == 4 * RES
 
 
 def test_stage_resumes_from_its_checkpoint(frames: Path, tmp_path: Path) -> None:

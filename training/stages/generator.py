@@ -557,8 +557,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (capped by the sample counts)")
     g.add_argument("--coverage-samples", type=int, default=500,
                    help="random samples classified per evaluation for class coverage (0: off)")
-    g.add_argument("--output-size", type=int, default=0,
-                   help="size the app shows this generator at by default (a power of two; 0: its resolution), "
+    g.add_argument("--output-size", type=int, default=None,
+                   help="size the app shows this generator at by default (a power of two; 0: its resolution; "
+                        "not given: keep what the bundle says), "
                         "e.g. 256 for a 128 px generator trained where 256 px training would take too long")
     g.add_argument("--sample-count", type=int, default=16, help="fixed-z samples in each logged grid")
 
@@ -589,7 +590,7 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.coverage_samples < 0:
         raise TrainingError(f"--coverage-samples must be >= 0, got {args.coverage_samples}")
     size = args.output_size
-    if size < 0 or (size and (size & (size - 1) or not args.resolution <= size <= 1024)):
+    if size is not None and (size < 0 or (size and (size & (size - 1) or not args.resolution <= size <= 1024))):
         raise TrainingError(f"--output-size must be 0 or a power of two from --resolution to 1024, got {size}")
     if not (math.isfinite(args.fps) and args.fps > 0):
         raise TrainingError(f"--fps must be a positive number, got {args.fps}")
@@ -701,7 +702,8 @@ def run(args: argparse.Namespace) -> int:
             if run.checkpoint_due(step):
                 run.save_checkpoint(step, trainer.models(), trainer.optimizers(), extra=trainer.state())
                 if step < run.steps:
-                    run.write_part("generator", trainer.G_ema, trained=False, metadata=meta)
+                    run.write_part("generator", trainer.G_ema, trained=False, metadata=meta,
+                                   output_size=args.output_size)
         run.write_part("generator", trainer.G_ema, trained=run.completed, metadata=meta,
                        output_size=args.output_size)
         run.log_images(step, "samples/G_ema", render_samples(trainer.G_ema, fixed_z))
