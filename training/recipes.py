@@ -160,7 +160,7 @@ def _default_sizes(scale: str) -> Sizes:
         segments=8 if full else 4, render_size=32, d_channel_base=4096, d_channel_max=128,
         video_channels=(32, 64, 128),
         # the step counts of the shipped default, trained on a 2-core CPU (README); a GPU affords more
-        steps=({"clip": 1000, "audio": 1200, "generator": 3865, "sound2video": 900} if full
+        steps=({"clip": 1000, "audio": 1200, "generator": 9000, "sound2video": 1300} if full
                else {"clip": 1, "audio": 1, "generator": 1, "sound2video": 1}),
         batch=({"clip": 128, "audio": 64, "generator": 8, "sound2video": 4} if full
                else {"clip": 8, "audio": 4, "generator": 2, "sound2video": 2}),
