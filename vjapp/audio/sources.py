@@ -385,6 +385,9 @@ class DeviceSource(AudioSource):
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
+        self._close(stream)
+
+    def _close(self, stream: Any) -> None:
         if stream is None:
             return
         try:
@@ -431,11 +434,14 @@ class DeviceSource(AudioSource):
 
     def _device_lost(self, reason: str) -> None:
         logger.warning("%s: device %r lost (%s); falling back", self.kind, self._device_name, reason)
-        self._close_stream()
+        # Count and report the error first, then flip the status in one step under the lock, so
+        # whoever sees ``fallback`` also sees the reason and the error (status is a snapshot).
+        self._report_error("device", AudioBackendError(f"audio device lost: {reason}"))
         with self._lock:
             self._fallback_reason = f"device lost: {reason}"
             self._device_name = None
-        self._report_error("device", AudioBackendError(f"audio device lost: {reason}"))
+            stream, self._stream = self._stream, None
+        self._close(stream)
 
     # -- the monitor thread ----------------------------------------------------------------
     def _monitor_loop(self) -> None:
