@@ -379,15 +379,15 @@ class DeviceSource(AudioSource):
             if self._monitor.is_alive():
                 logger.error("%s monitor thread did not stop within 5 s", self.kind)
             self._monitor = None
-        self._close_stream()
+        self._detach_stream("stopped")
+
+    def _detach_stream(self, reason: str) -> None:
+        """Take the stream out and say why in one step under the lock, so a status that says
+        ``fallback`` always carries its reason (status is a snapshot); then close the stream."""
         with self._lock:
-            self._fallback_reason = "stopped"
-
-    def _close_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        self._close(stream)
-
-    def _close(self, stream: Any) -> None:
+            stream, self._stream = self._stream, None
+            self._fallback_reason = reason
+            self._device_name = None
         if stream is None:
             return
         try:
@@ -434,14 +434,9 @@ class DeviceSource(AudioSource):
 
     def _device_lost(self, reason: str) -> None:
         logger.warning("%s: device %r lost (%s); falling back", self.kind, self._device_name, reason)
-        # Count and report the error first, then flip the status in one step under the lock, so
-        # whoever sees ``fallback`` also sees the reason and the error (status is a snapshot).
+        # The error is counted before the status flips, so whoever sees the fallback sees it too.
         self._report_error("device", AudioBackendError(f"audio device lost: {reason}"))
-        with self._lock:
-            self._fallback_reason = f"device lost: {reason}"
-            self._device_name = None
-            stream, self._stream = self._stream, None
-        self._close(stream)
+        self._detach_stream(f"device lost: {reason}")
 
     # -- the monitor thread ----------------------------------------------------------------
     def _monitor_loop(self) -> None:
