@@ -38,7 +38,8 @@ def test_ui_package_imports_no_torch_and_no_sounddevice():
 def test_throttler_limits_a_burst_and_delivers_the_last_value(qtbot):
     throttler = Throttler(interval_ms=40)
     fired: list[Any] = []
-    throttler.fired.connect(fired.append)
+    fired_at: list[float] = []
+    throttler.fired.connect(lambda v: (fired.append(v), fired_at.append(time.monotonic())))
     t0 = time.monotonic()
     for i in range(300):  # a fast drag: 300 values in about 0.3 s
         throttler.trigger(i)
@@ -49,6 +50,8 @@ def test_throttler_limits_a_burst_and_delivers_the_last_value(qtbot):
     assert fired[-1] == 299  # and the last one always arrives
     assert len(fired) <= burst_s / 0.040 + 2
     assert len(fired) >= 2
+    gaps = [b - a for a, b in zip(fired_at, fired_at[1:])]
+    assert min(gaps) >= 0.040 - 0.001  # never two values within one interval (1 ms clock slack)
 
 
 def test_control_slider_is_throttled_and_silent_when_set_from_outside(qtbot):

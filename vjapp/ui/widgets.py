@@ -41,6 +41,9 @@ class Throttler(QObject):
         if interval_ms <= 0:
             raise ValueError(f"interval_ms must be positive, got {interval_ms}")
         self._timer = QTimer(self)
+        # A coarse timer (Qt's default) may fire up to 5% early, which would let two values
+        # through less than one interval apart; a precise one never fires early.
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setSingleShot(True)
         self._timer.setInterval(int(interval_ms))
         self._timer.timeout.connect(self._on_timeout)
