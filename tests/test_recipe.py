@@ -38,6 +38,7 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
         args = parser.parse_args(stage_argv(stage, sizes, ctx))
         if stage == "generator":
             assert args.resolution == sizes.resolution
+            assert (args.class_balance, args.class_balance_start) == (sizes.class_balance, sizes.class_balance_start)
     if name == "default" and scale == "default":
         # the embedded default is built at the sizes whose speed `vjapp bench` measured: those of
         # the random stand-in bundle the app plays until the default exists

@@ -124,6 +124,8 @@ class Sizes:
     batch: dict[str, int]
     eval_clips: int
     lr: dict[str, float] = field(default_factory=dict)  # per-stage learning rates (else the stage's default)
+    class_balance: float = 0.0  # generator: weight of the class-balance term (0: off)
+    class_balance_start: int = 0  # generator: the step it joins at
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
             argv += ["--output-size", str(s.output_size)]
         if not small:  # decoded frames are kept for the next session's resume
             argv += ["--cache-dir", str(ctx.work / "frame-cache")]
+        if s.class_balance > 0:
+            argv += ["--class-balance", str(s.class_balance), "--class-balance-start", str(s.class_balance_start)]
         if small:
             argv += ["--kid-samples", "8", "--kid-subsets", "2", "--coverage-samples", "8"]
         return argv

@@ -14,6 +14,8 @@ The recipe is StyleGAN2's (Karras et al. 2020; NVIDIA's stylegan2-ada-pytorch ``
   over the first ``ema_rampup`` fraction of training): **G_ema is what gets written** to the bundle;
 * optional differentiable augmentation (our own DiffAugment-style color / translation / cutout,
   applied identically to reals and fakes), optional x-flips of the reals;
+* optional class balancing (``--class-balance``, :mod:`training.class_balance`): the bundle's CLIP
+  classifies the fakes of the G step and a term pushes G toward the classes it draws least;
 * bf16 autocast on CUDA with ``--amp`` (R1 stays in fp32); off on the CPU;
 * data parallel: every process computes its gradients, which are averaged by one flat
   ``all_reduce`` per step (NVIDIA's own scheme). DDP wrappers are not used on purpose: the G step
@@ -42,6 +44,7 @@ from torch import nn
 
 from model.discriminators import Discriminator, DiscriminatorConfig
 from model.stylegan2 import Generator, StyleGAN2Config
+from training.class_balance import ClassBalance
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,9 @@ class GeneratorTrainConfig:
     ema_beta: float | None = None  # fixed EMA decay per step (overrides ema_kimg)
     augment: tuple[str, ...] = ()  # differentiable augmentations: color, translation, cutout
     mirror: bool = False  # random x-flips of the reals
+    class_balance: float = 0.0  # weight of the classifier-in-the-loop class-balance term (0: off)
+    class_balance_momentum: float = 0.99  # momentum of its running class marginal
+    class_balance_start: int = 0  # the term joins at this step (a fine-tune of a generator that dropped classes)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,6 +113,14 @@ class GeneratorTrainConfig:
             raise ValueError(f"ema_kimg must be a non-negative number, got {self.ema_kimg!r}")
         if not isinstance(self.ema_rampup, (int, float)) or not math.isfinite(self.ema_rampup) or self.ema_rampup < 0:
             raise ValueError(f"ema_rampup must be a non-negative number, got {self.ema_rampup!r}")
+        cb = self.class_balance
+        if not isinstance(cb, (int, float)) or not math.isfinite(cb) or cb < 0:
+            raise ValueError(f"class_balance must be a non-negative number, got {self.class_balance!r}")
+        if not isinstance(self.class_balance_momentum, (int, float)) or not 0 <= self.class_balance_momentum < 1:
+            raise ValueError(f"class_balance_momentum must be in [0, 1), got {self.class_balance_momentum!r}")
+        if (isinstance(self.class_balance_start, bool) or not isinstance(self.class_balance_start, int)
+                or self.class_balance_start < 0):
+            raise ValueError(f"class_balance_start must be a non-negative integer, got {self.class_balance_start!r}")
         if self.ema_beta is not None and not (isinstance(self.ema_beta, (int, float)) and 0 <= self.ema_beta <= 1):
             raise ValueError(f"ema_beta must be in [0, 1] or None, got {self.ema_beta!r}")
         self.generator_config()  # the network configs check resolution, channels and clamp
@@ -258,8 +272,12 @@ class GeneratorTrainer:
         world: int = 1,
         rank: int = 0,
         amp_dtype: torch.dtype | None = None,
+        balance: ClassBalance | None = None,
     ) -> None:
+        if config.class_balance > 0 and balance is None:
+            raise ValueError("class_balance > 0 needs a ClassBalance (the bundle's CLIP and the labels)")
         self.config = config
+        self.balance = balance if config.class_balance > 0 else None
         self.device = torch.device(device)
         self.world = world
         self.rank = rank
@@ -366,8 +384,14 @@ class GeneratorTrainer:
             fake = self.G.synthesis(self._ws(n, update_emas=False), noise_mode="random")
             fake_logits = self._D(fake)
         loss_G = F.softplus(-fake_logits).mean()
+        extra: dict[str, float] = {}
+        total_G = loss_G
+        if self.balance is not None and self.step_count >= c.class_balance_start:
+            # CLIP looks at the fakes shifted a little, so no pixel-exact pattern can steer it.
+            term, extra = self.balance(_aug_translation(fake.float(), self._gen))
+            total_G = loss_G + c.class_balance * term
         self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+        total_G.backward()
         sync_gradients(self.G)
         self.opt_G.step()
 
@@ -408,7 +432,7 @@ class GeneratorTrainer:
         return StepStats(
             loss_G=float(loss_G.detach()), loss_D=float(loss_D.detach()),
             D_real=float(real_logits.detach().float().mean()), D_fake=float(fake_logits.detach().float().mean()),
-            r1_penalty=self.last_r1, r1_ran=r1_ran, ema_beta=beta,
+            r1_penalty=self.last_r1, r1_ran=r1_ran, ema_beta=beta, extra=extra,
         )
 
     # -- what checkpoints hold ---------------------------------------------------------------
@@ -420,11 +444,16 @@ class GeneratorTrainer:
 
     def state(self) -> dict[str, Any]:
         """JSON counters a checkpoint must restore besides weights and optimizers."""
-        return {"step_count": self.step_count, "nimg": self.nimg}
+        state: dict[str, Any] = {"step_count": self.step_count, "nimg": self.nimg}
+        if self.balance is not None:
+            state["class_balance"] = self.balance.state()
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.step_count = int(state.get("step_count", 0))
         self.nimg = int(state.get("nimg", 0))
+        if self.balance is not None and isinstance(state.get("class_balance"), dict):
+            self.balance.load_state(state["class_balance"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,6 +579,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", type=str, default="",
                    help=f"differentiable augmentations, comma-separated from {', '.join(AUGMENT_POLICIES)} (empty: none)")
     g.add_argument("--mirror", action="store_true", help="random x-flips of the training frames")
+    g.add_argument("--class-balance", type=float, default=0.0,
+                   help="weight of the class-balance term: the bundle's CLIP classifies the fakes and G is pushed "
+                        "toward the classes it draws least (0: off; needs a CLIP in --out)")
+    g.add_argument("--class-balance-start", type=int, default=0,
+                   help="step at which the class-balance term joins (e.g. where a plain run left off)")
+    g.add_argument("--class-balance-momentum", type=float, default=0.99,
+                   help="momentum of the running class frequencies the class-balance term compares with uniform")
     g.add_argument("--kid-every", dest="eval_every", type=int, default=argparse.SUPPRESS,
                    help="evaluate KID every N steps (same as --eval-every; 0: only at the end)")
     g.add_argument("--kid-samples", type=int, default=1000, help="generated samples (and at most this many held-out frames) for KID")
@@ -575,7 +611,9 @@ def config_from_args(args: argparse.Namespace) -> GeneratorTrainConfig:
         mbstd_group_size=min(4, args.batch_size), batch_size=args.batch_size, g_lr=args.lr,
         d_lr=args.d_lr if args.d_lr > 0 else args.lr, r1_gamma=r1_gamma, r1_interval=args.r1_interval,
         style_mixing=args.style_mixing, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ema_beta=args.ema_beta,
-        augment=augment_list, mirror=args.mirror, seed=args.seed,
+        augment=augment_list, mirror=args.mirror, class_balance=args.class_balance,
+        class_balance_momentum=args.class_balance_momentum, class_balance_start=args.class_balance_start,
+        seed=args.seed,
     )
 
 
@@ -628,6 +666,27 @@ def _build_evaluator(args: argparse.Namespace, run: Any, labels: Sequence[str]) 
     return GeneratorEvaluator(clip, val, **common)
 
 
+def _build_balance(args: argparse.Namespace, run: Any, config: GeneratorTrainConfig,
+                   labels: Sequence[str]) -> ClassBalance | None:
+    """The class-balance term (``--class-balance`` > 0): the bundle's CLIP and the dataset's labels."""
+    from model.formats import CheckpointError
+    from training import bundle_io
+    from training.run import TrainingError
+
+    if config.class_balance <= 0:
+        return None
+    out = run.out_dir
+    if out is None or not bundle_io.part_exists(out, "clip"):
+        raise TrainingError(f"generator: --class-balance needs a CLIP in the bundle {out} (train the clip stage first)")
+    if len(labels) < 2:
+        raise TrainingError("generator: --class-balance needs class labels (the dataset or the bundle has none)")
+    try:
+        clip = bundle_io.read_part(out, "clip", run.device)
+    except CheckpointError as exc:
+        raise TrainingError(f"generator: --class-balance: the bundle's CLIP does not load ({exc})") from exc
+    return ClassBalance(clip, labels, momentum=config.class_balance_momentum)
+
+
 def _dataset_labels(dataset: Any, out: Path | None) -> tuple[str, ...]:
     from training import bundle_io
 
@@ -653,7 +712,9 @@ def run(args: argparse.Namespace) -> int:
             train_set = _frame_dataset(args, "train")
         except (ValueError, OSError) as exc:
             raise TrainingError(f"generator: cannot read training frames from {args.data}: {exc}") from exc
-        trainer = GeneratorTrainer(config, run.device, world=run.world, rank=run.rank, amp_dtype=run.amp_dtype)
+        labels = _dataset_labels(train_set, run.out_dir)
+        trainer = GeneratorTrainer(config, run.device, world=run.world, rank=run.rank, amp_dtype=run.amp_dtype,
+                                   balance=_build_balance(args, run, config, labels))
         start = run.load_checkpoint(trainer.models(), trainer.optimizers()) or 0
         if start:
             trainer.load_state(run.extra)
@@ -661,7 +722,6 @@ def run(args: argparse.Namespace) -> int:
         loader = make_loader(train_set, run.batch_size, shuffle=True, seed=run.seed, drop_last=True,
                              num_workers=args.num_workers)
         batches = loop_batches(loader, start_epoch=start)
-        labels = _dataset_labels(train_set, run.out_dir)
         evaluator = _build_evaluator(args, run, labels) if run.is_main and not run.dry_run else None
         fixed_z = torch.randn([args.sample_count, config.z_dim], generator=torch.Generator().manual_seed(args.seed))
         meta = {"resolution": config.resolution, "config": asdict(config), "data": str(args.data)}

@@ -1,0 +1,134 @@
+"""The classifier-in-the-loop class-balance term of generator training (``--class-balance``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.bundle import LANDSCAPE_LABELS
+from model.clip import build_clip
+from training import bundle_io
+from training.checkpoint import latest_checkpoint, read_checkpoint_doc
+from training.class_balance import ClassBalance
+from training.cli import main as train_main
+from training.stages.generator import GeneratorTrainConfig, GeneratorTrainer
+
+LABELS = ["waterfall", "volcano", "wind"]
+RES = 16
+TINY = ["--fps", "4", "--resolution", str(RES), "--channel-base", "256", "--channel-max", "32", "--w-dim", "32",
+        "--mapping-layers", "2", "--batch-size", "4", "--kid-samples", "12", "--kid-subsets", "5",
+        "--coverage-samples", "8", "--sample-count", "4", "--log-every", "1", "--no-tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    torch.manual_seed(0)
+    return build_clip("vjapp-tiny").eval()
+
+
+def test_the_term_is_the_first_order_change_of_kl_to_uniform(tiny_clip) -> None:
+    balance = ClassBalance(tiny_clip, LABELS, momentum=0.5)
+    balance.marginal = torch.tensor([0.8, 0.15, 0.05])  # class 0 drawn far too often, class 2 far too rarely
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    p = balance.probabilities(images)
+    assert p.shape == (6, 3) and torch.allclose(p.sum(dim=1), torch.ones(6))
+    term, stats = balance(images)
+    m = 0.5 * torch.tensor([0.8, 0.15, 0.05]) + 0.5 * p.mean(dim=0)  # the marginal is updated first
+    assert torch.allclose(balance.marginal, m, atol=1e-6)
+    entropy = -(p * p.log()).sum(dim=1).mean()
+    expected = (p.mean(dim=0) * torch.log(3 * m)).sum() + entropy
+    assert float(term) == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
+    assert stats["balance/kl_uniform"] == pytest.approx(float((m * torch.log(3 * m)).sum()), rel=1e-5)
+    assert stats["balance/min_class"] == pytest.approx(float(m.min()), rel=1e-5)
+
+
+def test_a_step_down_the_term_moves_mass_from_overdrawn_to_underdrawn_classes(tiny_clip) -> None:
+    """The running marginal says class 0 is drawn too often and class 2 too rarely: a small step of
+    the images down the term's gradient lowers class 0's mean probability and raises class 2's."""
+    torch.manual_seed(1)
+    for marginal, over, under in (([0.8, 0.15, 0.05], 0, 2), ([0.05, 0.15, 0.8], 2, 0)):
+        balance = ClassBalance(tiny_clip, LABELS, momentum=0.999)
+        balance.marginal = torch.tensor(marginal)
+        images = (torch.rand(16, 3, 32, 32) * 2 - 1).requires_grad_(True)
+        with torch.no_grad():
+            before = balance.probabilities(images).mean(dim=0)
+        term, _ = balance(images)
+        (grad,) = torch.autograd.grad(term, images)
+        with torch.no_grad():
+            after = balance.probabilities(images - 0.05 * grad / grad.abs().max()).mean(dim=0)
+        assert after[over] < before[over] and after[under] > before[under], (marginal, before, after)
+
+
+def test_state_round_trips_and_rejects_what_does_not_fit(tiny_clip) -> None:
+    a = ClassBalance(tiny_clip, LABELS)
+    a.marginal = torch.tensor([0.5, 0.3, 0.2])
+    b = ClassBalance(tiny_clip, LABELS)
+    b.load_state(json.loads(json.dumps(a.state())))
+    assert torch.allclose(b.marginal, a.marginal)
+    c = ClassBalance(tiny_clip, ["rain", "fire", "sea"])
+    c.load_state(a.state())  # other labels: keeps its own uniform start
+    assert torch.allclose(c.marginal, torch.full([3], 1 / 3))
+    with pytest.raises(ValueError, match="distinct"):
+        ClassBalance(tiny_clip, ["wind", "wind"])
+    with pytest.raises(ValueError, match="momentum"):
+        ClassBalance(tiny_clip, LABELS, momentum=1.0)
+
+
+def test_trainer_adds_the_term_and_checkpoints_its_marginal(tiny_clip) -> None:
+    config = GeneratorTrainConfig(resolution=RES, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256,
+                                  channel_max=32, batch_size=4, class_balance=1.0)
+    with pytest.raises(ValueError, match="ClassBalance"):
+        GeneratorTrainer(config)
+    trainer = GeneratorTrainer(config, balance=ClassBalance(tiny_clip, LABELS, momentum=0.5))
+    stats = trainer.step(torch.rand(4, 3, RES, RES) * 2 - 1)
+    assert set(stats.extra) == {"balance/term", "balance/entropy", "balance/kl_uniform", "balance/min_class"}
+    assert all(math.isfinite(v) for v in stats.scalars().values())
+    state = trainer.state()
+    assert state["class_balance"]["labels"] == LABELS
+    assert not torch.allclose(torch.tensor(state["class_balance"]["marginal"]), torch.full([3], 1 / 3))
+    resumed = GeneratorTrainer(config, balance=ClassBalance(tiny_clip, LABELS, momentum=0.5))
+    resumed.load_state(json.loads(json.dumps(state)))
+    assert resumed.step_count == 1
+    assert torch.allclose(resumed.balance.marginal, torch.tensor(state["class_balance"]["marginal"]))
+    with pytest.raises(ValueError, match="class_balance"):
+        GeneratorTrainConfig(resolution=RES, channel_base=256, channel_max=32, class_balance=-1.0)
+    # --class-balance-start: a plain run first, the term from that step on.
+    late = GeneratorTrainer(GeneratorTrainConfig(**{**config.__dict__, "class_balance_start": 1}),
+                            balance=ClassBalance(tiny_clip, LABELS, momentum=0.5))
+    real = torch.rand(4, 3, RES, RES) * 2 - 1
+    assert late.step(real).extra == {} and torch.allclose(late.balance.marginal, torch.full([3], 1 / 3))
+    assert "balance/term" in late.step(real).extra
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.data.synthscapes import write_synthscapes
+
+    return write_synthscapes(tmp_path_factory.mktemp("synthscapes"), clips=18, seconds=1.0, size=32, seed=0,
+                             fps=4, sample_rate=8000, progress=False)
+
+
+def test_stage_with_class_balance_needs_a_clip_then_trains_and_resumes(frames: Path, tmp_path: Path, tiny_clip,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bundle"
+    args = ["generator", "--data", str(frames), "--out", str(out), *TINY, "--class-balance", "0.5"]
+    assert train_main([*args, "--steps", "2"]) == 1
+    assert "--class-balance needs a CLIP" in capsys.readouterr().err
+    bundle_io.write_part(out, "clip", tiny_clip, trained=False)
+    assert train_main([*args, "--steps", "2"]) == 0
+    run_dir = out / "runs" / "generator"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["prefix"] == "train"]
+    assert all("balance/kl_uniform" in r for r in train_rows)
+    doc = read_checkpoint_doc(latest_checkpoint(run_dir / "checkpoints"))
+    assert doc["config"]["class_balance"] == 0.5
+    saved = doc["extra"]["class_balance"]
+    assert saved["labels"] == list(LANDSCAPE_LABELS) and sum(saved["marginal"]) == pytest.approx(1.0, abs=1e-5)
+    # Resuming carries the running marginal on (the trainer restores it from the checkpoint's extra).
+    assert train_main([*args, "--steps", "3"]) == 0
+    doc = read_checkpoint_doc(latest_checkpoint(run_dir / "checkpoints"))
+    assert doc["step"] == 3 and doc["extra"]["class_balance"]["marginal"] != saved["marginal"]

@@ -1,0 +1,107 @@
+"""A classifier in the loop that keeps an unconditional generator from dropping classes.
+
+An unconditional GAN trained on a few hundred thousand images (what a CPU can show it) keeps the
+easy modes and drops the hard ones: our default generator never drew a waterfall. Rangwani et al.
+("Class Balancing GAN with a Classifier in the Loop", NeurIPS 2021) add a term to the generator's
+loss that uses a frozen classifier: it pushes the generator toward the classes it draws least.
+
+Our classifier is the bundle's CLIP, zero-shot, with the label prompts every other stage uses
+(:func:`training.stages.class_text_embeddings`), at CLIP's own learned temperature. For a batch of
+fakes with class probabilities ``p_i`` (rows of ``softmax(scale · image @ text.T)``):
+
+* the *running marginal* ``m`` is an exponential moving average of the batch means ``mean_i p_i``
+  (momentum ``0.99``: a few hundred batches, so a batch of 8 does not decide what "rare" is);
+* the balance term ``Σ_k mean_i p_ik · log(K · max(m_k, floor))`` (``m`` held constant) is the
+  first-order change of ``KL(m ‖ uniform)`` when the batch moves: it lowers the probability of
+  classes drawn more than ``1/K`` of the time and raises that of the ones drawn less;
+* the confidence term ``mean_i H(p_i)`` makes each sample commit to one scene, so the generator
+  cannot satisfy the balance with images that look like all classes at once.
+
+The discriminator still decides what is realistic; this term only decides *which* real-looking
+scene. The generator stage evaluates coverage with the same CLIP, so a rise there is partly by
+construction: the eval's contact sheets are where a person checks that the new scenes are real.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class ClassBalance:
+    """The class-balance term of the generator loss; holds the frozen CLIP and the running marginal."""
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        labels: Sequence[str],
+        momentum: float = 0.99,
+        floor: float = 1e-3,
+        templates: Sequence[str] | None = None,
+    ) -> None:
+        from training.stages import DEFAULT_TEMPLATES, class_text_embeddings
+
+        labels = [str(label) for label in labels]
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"class balance needs at least two distinct labels, got {labels!r}")
+        if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+            raise ValueError(f"class balance momentum must be in [0, 1), got {momentum!r}")
+        if not (isinstance(floor, (int, float)) and 0 < floor < 1 / len(labels)):
+            raise ValueError(f"class balance floor must be in (0, 1/{len(labels)}), got {floor!r}")
+        self.clip = clip.eval().requires_grad_(False)
+        self.labels = tuple(labels)
+        self.momentum = float(momentum)
+        self.floor = float(floor)
+        device = next(clip.parameters()).device
+        with torch.no_grad():
+            self.text = class_text_embeddings(clip, labels, tuple(templates or DEFAULT_TEMPLATES)).float()  # [K, D]
+            self.scale = float(clip.logit_scale.exp().clamp(max=100.0))
+        k = len(labels)
+        self.marginal = torch.full([k], 1.0 / k, device=device)  # running class frequencies of the fakes
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, K]`` of images ``[N, 3, H, W]`` in [-1, 1] (differentiable)."""
+        features = self.clip.encode_image(images.float())  # [N, D], unit length
+        return torch.softmax(self.scale * features @ self.text.T, dim=1)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The term for a batch of fakes (to add to G's loss) and what it measured; updates the marginal."""
+        p = self.probabilities(images)  # [N, K]
+        batch = p.mean(dim=0)  # [K]
+        seen = batch.detach().clone()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(seen)
+            seen /= dist.get_world_size()
+        self.marginal.mul_(self.momentum).add_(seen, alpha=1 - self.momentum)
+        k = len(self.labels)
+        weight = torch.log(self.marginal.clamp(min=self.floor) * k)  # [K]: > 0 too often, < 0 too rarely
+        balance = (batch * weight).sum()
+        entropy = -(p * torch.log(p.clamp(min=1e-8))).sum(dim=1).mean()
+        stats = {
+            "balance/term": float(balance.detach()),
+            "balance/entropy": float(entropy.detach()),
+            "balance/kl_uniform": self.kl_uniform(),
+            "balance/min_class": float(self.marginal.min()),
+        }
+        return balance + entropy, stats
+
+    def kl_uniform(self) -> float:
+        """``KL(m ‖ uniform)`` of the running marginal: 0 when every class is drawn equally often."""
+        m = self.marginal.clamp(min=1e-12)
+        return float((m * torch.log(m * len(self.labels))).sum())
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "marginal": [float(v) for v in self.marginal]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the running marginal (kept as is when the checkpoint was for other labels)."""
+        if list(state.get("labels", [])) != list(self.labels):
+            return
+        values = [float(v) for v in state.get("marginal", [])]
+        if len(values) == len(self.labels) and all(math.isfinite(v) and v >= 0 for v in values):
+            self.marginal = torch.tensor(values, dtype=self.marginal.dtype, device=self.marginal.device)
