@@ -121,6 +121,46 @@ def test_config_rejects_bad_values():
         Sound2VideoConfig(render_size=24)
     with pytest.raises(Sound2VideoError, match="lambda_b"):
         Sound2VideoConfig(lambda_b=-1.0)
+    with pytest.raises(Sound2VideoError, match="clip_full_frames"):
+        Sound2VideoConfig(segments=4, clip_full_frames=5)
+
+
+def test_clip_full_frames_let_the_clip_losses_see_the_top_blocks(bundle):
+    """At --render-size 16 the 32 px block's W+ rows get no gradient from the CLIP losses (they
+    never see its picture); with --clip-full-frames they do, and the step reports those losses."""
+    import copy
+
+    def row_grads(full_frames: int) -> tuple[torch.Tensor, dict[str, float]]:
+        b = copy.deepcopy(bundle)
+        cfg = Sound2VideoConfig(segments=3, batch_size=2, render_size=16, lambda_img_adv=0.0, lambda_vid_adv=0.0,
+                                lambda_b=0.0, clip_full_frames=full_frames)
+        frozen = Frozen(b.generator, b.clip, b.audio_encoder, LogMel(MEL))
+        model = SoundToVideo(b.sound_inversion, b.predictor, LiveDynamics.live())
+        d_img, d_vid = default_discriminators(cfg, 16, 3)
+        trainer = Sound2VideoTrainer(cfg, frozen, model, d_img, d_vid, substeps=2, render_size=16,
+                                     device=torch.device("cpu"))
+        seen: list[torch.Tensor] = []  # the gradient that reaches the rendered latents, per W+ row
+
+        def recording(render):
+            def wrapped(ws):
+                ws.register_hook(lambda g: seen.append(g.abs().sum(dim=(0, 2))))
+                return render(ws)
+            return wrapped
+
+        trainer.render, trainer.render_full = recording(trainer.render), recording(trainer.render_full)
+        gen = torch.Generator().manual_seed(1)
+        stats = trainer.step(torch.randn(2, 3, 8000, generator=gen) * 0.2,
+                             torch.rand(2, 3, 3, 32, 32, generator=gen) * 2 - 1, ["thunderstorm", "wind"])
+        return torch.stack(seen).sum(0), stats
+
+    synthesis = bundle.generator.synthesis
+    top = synthesis.num_ws - synthesis.b32.num_torgb - synthesis.b32.num_conv + 1  # rows only the 32 px block reads
+    grads, stats = row_grads(0)
+    assert "full_audio" not in stats
+    assert float(grads[top:].sum()) == 0.0 and float(grads[:top].sum()) > 0
+    grads, stats = row_grads(2)
+    assert 0.0 <= stats["full_audio"] <= 2.0 and 0.0 <= stats["full_text"] <= 2.0
+    assert float(grads[top:].sum()) > 0
 
 
 def test_trainer_steps_are_finite_and_only_train_the_encoders(bundle):

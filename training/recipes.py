@@ -126,6 +126,7 @@ class Sizes:
     lr: dict[str, float] = field(default_factory=dict)  # per-stage learning rates (else the stage's default)
     class_balance: float = 0.0  # generator: weight of the class-balance term (0: off)
     class_balance_start: int = 0  # generator: the step it joins at
+    clip_full_frames: int = 0  # sound2video: segments per sequence the CLIP losses also see at full size
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
         return argv
     if stage == "sound2video":
         return common + ["--segments", str(s.segments), "--render-size", str(s.render_size),
+                         "--clip-full-frames", str(s.clip_full_frames),
                          "--encoder-channels", *map(str, s.encoder_channels), "--head-hidden", str(s.rnn_hidden),
                          "--rnn-hidden", str(s.rnn_hidden), "--d-channel-base", str(s.d_channel_base),
                          "--d-channel-max", str(s.d_channel_max), "--video-channels", *map(str, s.video_channels)]
