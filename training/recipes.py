@@ -163,12 +163,15 @@ def _default_sizes(scale: str) -> Sizes:
         segments=8 if full else 4, render_size=32, d_channel_base=4096, d_channel_max=128,
         video_channels=(32, 64, 128),
         # the step counts of the shipped default, trained on a 2-core CPU (README); a GPU affords more
-        steps=({"clip": 1000, "audio": 1200, "generator": 9000, "sound2video": 1300} if full
+        steps=({"clip": 1000, "audio": 1200, "generator": 16256, "sound2video": 2700} if full
                else {"clip": 1, "audio": 1, "generator": 1, "sound2video": 1}),
         batch=({"clip": 128, "audio": 64, "generator": 8, "sound2video": 4} if full
                else {"clip": 8, "audio": 4, "generator": 2, "sound2video": 2}),
         eval_clips=64 if full else 4,
         lr={"sound2video": 3e-4},
+        # the shipped generator ran plain to 13681 steps, then with the class-balance term (README)
+        class_balance=1.0 if full else 0.0, class_balance_start=13681 if full else 0,
+        clip_full_frames=2 if full else 0,
     )
 
 
