@@ -41,6 +41,7 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
             assert (args.class_balance, args.class_balance_start) == (sizes.class_balance, sizes.class_balance_start)
         if stage == "sound2video":
             assert (args.render_size, args.clip_full_frames) == (sizes.render_size, sizes.clip_full_frames)
+            assert args.lambda_palette == sizes.lambda_palette
     if name == "default" and scale == "default":
         # the embedded default is built at the sizes whose speed `vjapp bench` measured: those of
         # the random stand-in bundle the app plays until the default exists

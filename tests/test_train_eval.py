@@ -99,6 +99,23 @@ def test_semantic_consistency_counts_per_class():
         semantic_consistency(frames, classes, torch.tensor([0, 1, 5, 2]), LABELS)
 
 
+def test_palette_and_brightness_per_class_tell_a_black_frame_from_the_real_scene():
+    from training.metrics import brightness_per_class, palette_per_class
+
+    real = torch.full((4, 2, 3, 16, 16), -0.1)  # grey daylight streets, luma 0.45
+    fake = real.clone()
+    fake[3] = -1.0  # the last clip (class 2) is drawn black
+    labels = torch.tensor([0, 1, 2, 2])
+    pal = palette_per_class(fake, real, labels, LABELS)
+    assert pal["per_class"] == pytest.approx({"thunderstorm": 0.0, "wind": 0.0, "fire crackling": 0.45})
+    assert pal["mean"] == pytest.approx(0.15)
+    bright = brightness_per_class(fake, labels, LABELS)
+    assert bright["per_class"]["thunderstorm"] == pytest.approx(0.45)
+    assert bright["per_class"]["fire crackling"] == pytest.approx(0.225)
+    with pytest.raises(MetricInputError):
+        palette_per_class(fake[:, :1], real, labels, LABELS)
+
+
 # ---------------------------------------------------------------------------------------- the stage
 
 
@@ -131,8 +148,15 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
     # the random walk is calibrated to ours' motion
     assert report["methods"]["random_walk"]["latent_motion"] == pytest.approx(report["walk_step"], rel=1e-4)
     assert sum(report["generator_class_coverage"].values()) == pytest.approx(1.0)
+    present = set(report["clip_labels"])
+    for name, m in report["methods"].items():
+        assert set(m["palette_distance"]["per_class"]) == present, name
+        assert all(0.0 <= v <= 2.0 for v in m["palette_distance"]["per_class"].values()), name
+        assert all(0.0 <= v <= 1.0 for v in m["brightness"]["per_class"].values()), name
+    assert set(report["real_brightness"]["per_class"]) == present
     md = (out / "report.md").read_text()
     assert "| ours (E_a + predictor) |" in md and "| random walk |" in md and "loudness walk" in md
+    assert "palette L1" in md and "brightness: real" in md
     sheets = sorted((out / "contact_sheets").glob("*.png"))
     assert sheets and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in sheets)
     assert len(sheets) == len(set(report["clip_labels"]))

@@ -234,3 +234,107 @@ def test_stage_refuses_a_missing_bundle(tmp_path, synthscapes_tiny):
 
     assert main(["sound2video", "--data", str(synthscapes_tiny), "--out", str(tmp_path / "nope"),
                  "--steps", "1"]) == 1
+
+
+def test_palette_distance_sees_brightness_and_layout():
+    from training.losses import colour_layout, palette_distance
+
+    black = -torch.ones(1, 3, 32, 32)
+    grey = torch.full((1, 3, 32, 32), -0.1)  # a grey daylight street, about 0.45 in [0, 1]
+    assert float(palette_distance(black, grey, 4)) == pytest.approx(0.9, abs=1e-6)
+    assert float(palette_distance(grey, grey.clone(), 4)) == 0.0
+    sky_over_ground = torch.cat([torch.full((1, 3, 16, 32), 0.6), torch.full((1, 3, 16, 32), -0.6)], dim=2)
+    upside_down = sky_over_ground.flip(2)
+    assert float(palette_distance(sky_over_ground, upside_down, 1)) == pytest.approx(0.0, abs=1e-6)  # same palette
+    assert float(palette_distance(sky_over_ground, upside_down, 2)) == pytest.approx(1.2, abs=1e-6)  # other layout
+    # sizes may differ: a 128 px frame against a 32 px real frame of the same picture
+    big = torch.nn.functional.interpolate(sky_over_ground, size=(128, 128), mode="nearest")
+    assert float(palette_distance(big, sky_over_ground, 4)) == pytest.approx(0.0, abs=1e-6)
+    assert colour_layout(big, 4).shape == (1, 3, 4, 4)
+    with pytest.raises(ValueError):
+        colour_layout(big, 0)
+    with pytest.raises(ValueError):
+        palette_distance(big, torch.zeros(2, 3, 8, 8), 2)
+
+
+def test_palette_term_pulls_frames_toward_the_paired_real_frames(bundle):
+    """With only the palette term on, a few steps bring the frames' colour layout closer to the
+    real frames of the same clips (here: bright frames, far from what the random bundle draws)."""
+    import copy
+
+    from training.losses import palette_distance
+
+    b = copy.deepcopy(bundle)
+    cfg = Sound2VideoConfig(segments=3, batch_size=2, render_size=16, lr=3e-3, lambda_audio=0.0, lambda_text=0.0,
+                            lambda_b=0.0, lambda_img_adv=0.0, lambda_vid_adv=0.0, lambda_palette=1.0,
+                            palette_grid=4, clip_full_frames=1)
+    frozen = Frozen(b.generator, b.clip, b.audio_encoder, LogMel(MEL))
+    model = SoundToVideo(b.sound_inversion, b.predictor, LiveDynamics.live())
+    d_img, d_vid = default_discriminators(cfg, 16, 3)
+    trainer = Sound2VideoTrainer(cfg, frozen, model, d_img, d_vid, substeps=2, render_size=16,
+                                 device=torch.device("cpu"))
+    gen = torch.Generator().manual_seed(3)
+    audio = torch.randn(2, 3, 8000, generator=gen) * 0.3
+    frames = torch.full((2, 3, 3, 32, 32), 0.8)
+    frames[:, :, 2] = -0.2  # a pale yellow-ish scene
+
+    def distance() -> float:
+        """Palette distance of the full frames for fixed base latents (the training RNG left as it was)."""
+        from training.baselines import loudness_units
+
+        state = trainer._z_gen.get_state()
+        trainer._z_gen.manual_seed(7)
+        trainer.model.eval()
+        with torch.no_grad():
+            base = trainer.base_latents(2)
+            windows, seg = live_windows(audio, 2)
+            mels = frozen.logmel(windows.reshape(-1, windows.shape[-1])).view(2, windows.shape[1], MEL.n_mels, -1)
+            ws = trainer.model(mels, base, loudness_units(windows))[:, seg]
+            fake = trainer.render_full(ws.flatten(0, 1))
+        trainer._z_gen.set_state(state)
+        return float(palette_distance(fake, frames.flatten(0, 1), 4).mean())
+
+    before = distance()
+    for _ in range(12):
+        stats = trainer.step(audio, frames, ["wind", "fire crackling"])
+    after = distance()
+    assert {"loss_palette", "palette_preview", "palette_full"} <= set(stats)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_stage_init_from_starts_from_another_bundles_parts(tmp_path, synthscapes_tiny):
+    from model.bundle import load_bundle
+    from training.bundle_io import read_training_json
+    from training.cli import main
+
+    common = ["--data", str(synthscapes_tiny), "--batch-size", "2", "--segments", "3", "--render-size", "16",
+              "--head-hidden", "16", "--rnn-hidden", "16", "--d-channel-base", "256", "--d-channel-max", "16",
+              "--video-channels", "8", "16", "--no-tensorboard", "--log-every", "1"]
+    first = _tiny_training_bundle(tmp_path / "a")
+    assert main(["sound2video", "--out", str(first), "--steps", "2", "--encoder-channels", "8", "16", *common]) == 0
+    trained = load_bundle(first)
+
+    second = _tiny_training_bundle(tmp_path / "b")
+    argv = ["sound2video", "--out", str(second), "--steps", "1", "--lr", "1e-12", "--init-from", str(first),
+            "--encoder-channels", "8", "16", "16", "--lambda-palette", "1.0", *common]
+    assert main(argv) == 0
+    tuned = load_bundle(second)
+    assert tuned.sound_inversion.config.channels == (8, 16)  # the architecture is the init bundle's
+    for mine, theirs in ((tuned.sound_inversion, trained.sound_inversion), (tuned.predictor, trained.predictor)):
+        for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
+            assert torch.allclose(p, q, atol=1e-6), name  # one step at lr 1e-12: still the init weights
+    part = read_training_json(second)["parts"]["sound_inversion"]
+    assert part["init_from"] == str(first) and part["trained"]
+
+    # parts that do not fit the bundle (another W width) are refused with a message, nothing written
+    from model.bundle import random_bundle, save_bundle
+
+    other = save_bundle(tmp_path / "c" / "bundle", random_bundle(
+        resolution=32, channel_max=32, w_dim=32, mapping_layers=2, encoder_channels=(8, 16, 16, 16), hidden_dim=32,
+        mel=MEL, segment_seconds=0.5))
+    third = _tiny_training_bundle(tmp_path / "d")
+    argv[argv.index("--init-from") + 1] = str(other)
+    argv[argv.index("--out") + 1] = str(third)
+    assert main(argv) == 1
+    assert not (third / "runs" / "sound2video" / "checkpoints").exists() or not any(
+        (third / "runs" / "sound2video" / "checkpoints").glob("ckpt-*"))

@@ -6,6 +6,8 @@
   and scores this rank's rows against the global batch, so the negatives are the whole
   global batch and the DDP-averaged gradient equals the single-process one.
 * :func:`cosine_distance` — ``1 - cos(a, b)`` per row (the papers' L_enc terms).
+* :func:`colour_layout` / :func:`palette_distance` — the mean colours of a coarse grid of cells
+  and the L1 distance between two images' grids (sound2video's palette term, eval's palette metric).
 * :func:`zero_shot_logits` / :func:`top1_accuracy` — nearest-class evaluation in CLIP space.
 """
 
@@ -85,6 +87,30 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"cosine_distance: widths differ ({a.shape[-1]} vs {b.shape[-1]})")
     return 1.0 - F.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def colour_layout(images: torch.Tensor, grid: int) -> torch.Tensor:
+    """Mean colour of each cell of a ``grid`` x ``grid`` partition: ``[N, 3, H, W]`` → ``[N, 3, grid, grid]``.
+
+    What a person sees from across the room: the palette and the rough layout (sky over ground,
+    a bright column in the middle), none of the detail. Any image size works (``H``, ``W`` >= grid).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"colour_layout expects [N, C, H, W], got {tuple(images.shape)}")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1 or grid > min(images.shape[-2:]):
+        raise ValueError(f"colour_layout: grid must be an int in [1, {min(images.shape[-2:])}], got {grid!r}")
+    return F.adaptive_avg_pool2d(images.float(), grid)
+
+
+def palette_distance(a: torch.Tensor, b: torch.Tensor, grid: int) -> torch.Tensor:
+    """Mean L1 between the colour layouts of ``a`` and ``b`` (``[N, 3, H, W]`` each, sizes may differ) → ``[N]``.
+
+    In the images' own units ([-1, 1] here): 0 is the same palette and layout; a black frame
+    against a grey daylight street is about 0.9.
+    """
+    if a.shape[:2] != b.shape[:2]:
+        raise ValueError(f"palette_distance: batches differ ({tuple(a.shape[:2])} vs {tuple(b.shape[:2])})")
+    return (colour_layout(a, grid) - colour_layout(b, grid)).abs().flatten(1).mean(dim=1)
 
 
 def zero_shot_logits(embeddings: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:

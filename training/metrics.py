@@ -10,6 +10,13 @@ Python numbers, so the evaluation can put ours and every baseline side by side:
   accuracy per class (and the mean over classes);
 * **audio label top-1** — F_a(audio segment) classified against the label prompts: does the audio
   encoder itself hear the class (independent of the generator, so the same for every method).
+
+Two pixel-space measures sit beside them, because a small CLIP can name a frame as the class
+without the frame looking like it (the tiny default CLIP calls a black frame "raining"):
+
+* **palette distance** — L1 between the colour layout of each generated frame and that of the
+  real frame of the same clip and segment (:func:`training.losses.palette_distance`), per class;
+* **brightness** — mean luma of the frames per class, to set beside the real frames'.
 """
 
 from __future__ import annotations
@@ -148,3 +155,35 @@ def method_metrics(frame_emb: torch.Tensor, audio_emb: torch.Tensor, class_emb: 
         semantic=semantic_consistency(frame_emb, class_emb, labels, class_names),
         motion=motion,
     )
+
+
+def _per_class_means(values: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-clip values ``[N]`` → ``{"mean": mean over classes present, "per_class": {name: mean}}``."""
+    labels = _check_labels(labels, values.shape[0], len(class_names))
+    per_class = {name: float(values[labels == c].mean()) for c, name in enumerate(class_names)
+                 if bool((labels == c).any())}
+    mean = sum(per_class.values()) / len(per_class) if per_class else float("nan")
+    return {"mean": mean, "per_class": per_class}
+
+
+def palette_per_class(frames: torch.Tensor, real: torch.Tensor, labels: torch.Tensor,
+                      class_names: Sequence[str], grid: int = 4) -> dict[str, Any]:
+    """Palette distance of frames ``[N, T, 3, H, W]`` to the real frames ``[N, T, 3, H', W']`` of the same
+    clips and segments (both in [-1, 1]), averaged per clip, then per class (lower is closer)."""
+    from training.losses import palette_distance
+
+    if frames.dim() != 5 or real.dim() != 5 or frames.shape[:3] != real.shape[:3]:
+        raise MetricInputError(f"frames {tuple(frames.shape)} and real frames {tuple(real.shape)} must both be "
+                               "[N, T, 3, H, W] with the same N and T")
+    n, t = frames.shape[:2]
+    per_clip = palette_distance(frames.flatten(0, 1), real.flatten(0, 1).to(frames.device), grid).view(n, t).mean(1)
+    return _per_class_means(per_clip.cpu(), labels, class_names)
+
+
+def brightness_per_class(frames: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Mean luma (Rec. 601, 0 black .. 1 white) of frames ``[N, T, 3, H, W]`` in [-1, 1], per class."""
+    if frames.dim() != 5 or frames.shape[2] != 3:
+        raise MetricInputError(f"frames must be [N, T, 3, H, W], got {tuple(frames.shape)}")
+    rgb = (frames.float().clamp(-1, 1) + 1) / 2
+    luma = (0.299 * rgb[:, :, 0] + 0.587 * rgb[:, :, 1] + 0.114 * rgb[:, :, 2]).flatten(1).mean(1)  # [N]
+    return _per_class_means(luma.cpu(), labels, class_names)

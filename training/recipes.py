@@ -127,6 +127,7 @@ class Sizes:
     class_balance: float = 0.0  # generator: weight of the class-balance term (0: off)
     class_balance_start: int = 0  # generator: the step it joins at
     clip_full_frames: int = 0  # sound2video: segments per sequence the CLIP losses also see at full size
+    lambda_palette: float = 0.0  # sound2video: weight of the palette term (colour layout vs the real frame)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def _default_sizes(scale: str) -> Sizes:
         # the shipped generator ran plain to 13681 steps, then with the class-balance term (README)
         class_balance=1.0 if full else 0.0, class_balance_start=13681 if full else 0,
         clip_full_frames=2 if full else 0,
+        lambda_palette=1.0 if full else 0.0,
     )
 
 
@@ -217,7 +219,7 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
         return argv
     if stage == "sound2video":
         return common + ["--segments", str(s.segments), "--render-size", str(s.render_size),
-                         "--clip-full-frames", str(s.clip_full_frames),
+                         "--clip-full-frames", str(s.clip_full_frames), "--lambda-palette", str(s.lambda_palette),
                          "--encoder-channels", *map(str, s.encoder_channels), "--head-hidden", str(s.rnn_hidden),
                          "--rnn-hidden", str(s.rnn_hidden), "--d-channel-base", str(s.d_channel_base),
                          "--d-channel-max", str(s.d_channel_max), "--video-channels", *map(str, s.video_channels)]

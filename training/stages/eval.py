@@ -49,7 +49,13 @@ from training.baselines import (
     render_sequences,
     substeps_per_segment,
 )
-from training.metrics import MethodMetrics, audio_label_top1, method_metrics
+from training.metrics import (
+    MethodMetrics,
+    audio_label_top1,
+    brightness_per_class,
+    method_metrics,
+    palette_per_class,
+)
 from training.run import TrainingError
 from training.stages import class_text_embeddings
 
@@ -262,14 +268,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['walk_step']:.4g} per segment (ours' mean latent motion; the loudness walk that much on "
         f"average); linear interpolation goes from the base to another random latent over the clip.",
         "",
-        "| method | audio-video sim ↑ | text-video sim ↑ | semantic top-1 ↑ | KID ↓ | latent motion |",
-        "|---|---|---|---|---|---|",
+        "| method | audio-video sim ↑ | text-video sim ↑ | semantic top-1 ↑ | KID ↓ | palette L1 ↓ | latent motion |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in methods.items():
         lines.append(
             f"| {METHOD_TITLES.get(name, name)} | {_fmt(m['audio_video_similarity'])} | "
             f"{_fmt(m['text_video_similarity'])} | {_fmt(m['semantic_consistency']['mean'])} | "
-            f"{_fmt(m.get('kid'))} | {_fmt(m['latent_motion'])} |"
+            f"{_fmt(m.get('kid'))} | {_fmt((m.get('palette_distance') or {}).get('mean'))} | "
+            f"{_fmt(m['latent_motion'])} |"
         )
     labels = report["labels"]
     lines += ["", "## Semantic consistency per class (top-1 of CLIP on generated frames)", "",
@@ -279,6 +286,22 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = [_fmt(m["semantic_consistency"]["per_class"].get(label)) for m in methods.values()]
         if any(c != "n/a" for c in cells):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    real_b = report.get("real_brightness")
+    if real_b and all(m.get("palette_distance") and m.get("brightness") for m in methods.values()):
+        lines += ["", "## Does it look like the real clips? (per class)", "",
+                  "Palette L1: the colour layout (4 x 4 mean colours) of each frame against the real frame of "
+                  "the same clip and segment, in [-1, 1] units (0 = same; a black frame against a grey "
+                  "daylight street is about 0.9). Brightness: mean luma, 0 black .. 1 white.", "",
+                  "| class | " + " | ".join(f"palette L1: {METHOD_TITLES.get(n, n)}" for n in methods)
+                  + " | brightness: real | brightness: ours |",
+                  "|---|" + "---|" * (len(methods) + 2)]
+        ours = methods.get("ours", next(iter(methods.values())))
+        for label in labels:
+            if label not in real_b["per_class"]:
+                continue
+            cells = [_fmt(m["palette_distance"]["per_class"].get(label)) for m in methods.values()]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(real_b['per_class'][label])} | "
+                         f"{_fmt(ours['brightness']['per_class'].get(label))} |")
     a = report["audio_label_top1"]
     lines += ["", f"## F_a audio → label top-1: {_fmt(a['mean'])} (mean over classes)", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in a["per_class"].items()]
@@ -338,6 +361,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         frames[name] = imgs
         m = method_metrics(emb, audio_emb, class_emb, clips.labels, info.labels, mean_step_motion(latents[name]))
         m.extra.update(_kid(real_emb.flatten(0, 1), emb.flatten(0, 1), args.kid_subsets))
+        m.extra["palette_distance"] = palette_per_class(imgs, clips.frames, clips.labels, info.labels)
+        m.extra["brightness"] = brightness_per_class(imgs, clips.labels, info.labels)
         results[name] = m
         log.info("%s: audio-video %.4f, text-video %.4f, semantic %.4f", name, m.audio_video, m.text_video,
                  m.semantic.mean)
@@ -380,6 +405,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "clip_labels": [info.labels[int(c)] if int(c) < len(info.labels) else str(int(c)) for c in clips.labels],
         "methods": {name: m.to_json() for name, m in results.items()},
         "audio_label_top1": a_top1.to_json(),
+        "real_brightness": brightness_per_class(clips.frames, clips.labels, info.labels),
         "generator_class_coverage": coverage,
         "videos": videos,
         "contact_sheets": sheets,

@@ -17,7 +17,16 @@ the live app uses it: for each batch of sequences of ``T`` consecutive audio seg
 5. L_enc = λ_a (1 − cos(F_v(G(ŵ_t)), F_a(x_t))) + λ_t (1 − cos(F_v(G(ŵ_t)), F_t(caption)))
    + λ_b ‖ŵ − w̄‖² (w̄ the mean over the sequence), plus non-saturating adversarial terms of an
    image discriminator (StyleGAN2 residual D on frames) and a video discriminator (3D patch D on
-   ``[B, 3, T, H, W]``), trained against real frames of the same clips, with lazy R1.
+   ``[B, 3, T, H, W]``), trained against real frames of the same clips, with lazy R1;
+6. optionally (``--lambda-palette``) a palette term, after Sound2Scene's use of the paired frame:
+   the L1 distance between the colour layout (mean colours of a ``--palette-grid`` grid) of each
+   generated frame and that of the real frame of the same clip and segment. The CLIP losses alone
+   let E_a settle on whatever a small CLIP names as the class (the tiny default CLIP calls a black
+   frame "raining"); the real frames of the class say what it looks like.
+
+``--init-from BUNDLE`` starts E_a and the predictor from that bundle's trained parts (e.g. to
+fine-tune the embedded default on a new generator or with other losses) instead of from scratch;
+a checkpoint in the run folder still takes precedence, so such a run resumes like any other.
 
 Only E_a and the predictor learn; the gradient of the CLIP and adversarial terms flows through
 the frozen CLIP image tower and generator into ŵ. The result is written into the bundle as the
@@ -47,7 +56,7 @@ from model.discriminators import (
     VideoDiscriminatorConfig,
 )
 from model.stylegan2 import Generator
-from training.losses import cosine_distance
+from training.losses import cosine_distance, palette_distance
 from training.run import TrainingError
 from training.baselines import (
     LiveDynamics,
@@ -81,6 +90,8 @@ class Sound2VideoConfig:
     lambda_b: float = 0.01  # weight of the latent spread ‖ŵ − w̄‖² (per w, squared L2)
     lambda_img_adv: float = 0.05  # weight of the image discriminator's generator loss
     lambda_vid_adv: float = 0.05  # weight of the video discriminator's generator loss
+    lambda_palette: float = 0.0  # weight of the palette term (colour layout vs the paired real frame)
+    palette_grid: int = 4  # the palette term's grid (cells per side)
     r1_gamma: float = 1.0  # R1 penalty on real data (both discriminators); 0 = off
     r1_interval: int = 8  # lazy R1: every N discriminator steps (scaled by N)
     truncation_psi: float = 0.7  # truncation when rendering (the live default)
@@ -94,15 +105,16 @@ class Sound2VideoConfig:
 
     def __post_init__(self) -> None:
         self.video_channels = tuple(int(c) for c in self.video_channels)
-        for name in ("segments", "batch_size", "steps", "r1_interval", "d_channel_base", "d_channel_max"):
+        for name in ("segments", "batch_size", "steps", "r1_interval", "d_channel_base", "d_channel_max",
+                     "palette_grid"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise Sound2VideoError(f"{name} must be a positive int, got {v!r}")
         for name in ("lr", "d_lr"):
             if not getattr(self, name) > 0:
                 raise Sound2VideoError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lambda_audio", "lambda_text", "lambda_b", "lambda_img_adv", "lambda_vid_adv", "r1_gamma",
-                     "model_rate"):
+        for name in ("lambda_audio", "lambda_text", "lambda_b", "lambda_img_adv", "lambda_vid_adv",
+                     "lambda_palette", "r1_gamma", "model_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise Sound2VideoError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -244,6 +256,7 @@ class Sound2VideoTrainer:
         self.d_vid = d_vid
         self.substeps = substeps
         self.render_size = render_size
+        self.palette_grid = min(config.palette_grid, render_size)
         self.device = device
         self.use_adv = config.lambda_img_adv > 0 or config.lambda_vid_adv > 0
         self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=(0.9, 0.99))
@@ -340,7 +353,8 @@ class Sound2VideoTrainer:
             stats = {"loss_audio": loss_audio, "loss_text": loss_text}
             picks = self.full_frame_picks(b, t)
             if picks is not None:  # the CLIP losses average the preview and the full frames
-                full_emb = self.frozen.clip.encode_image(self.render_full(ws_seg.flatten(0, 1)[picks])).float()
+                full = self.render_full(ws_seg.flatten(0, 1)[picks])  # [B*k, 3, R, R]
+                full_emb = self.frozen.clip.encode_image(full).float()
                 full_audio = cosine_distance(full_emb, audio_emb[picks]).mean()
                 full_text = cosine_distance(full_emb, text_emb[picks]).mean()
                 stats.update(full_audio=full_audio, full_text=full_text)
@@ -349,6 +363,16 @@ class Sound2VideoTrainer:
             loss_b = latent_spread(ws_all)
             loss = c.lambda_audio * loss_audio + c.lambda_text * loss_text + c.lambda_b * loss_b
             stats["loss_spread"] = loss_b
+            if c.lambda_palette > 0:  # the paired real frame's colour layout, preview and full frames alike
+                real = self.real_frames(frames)  # [B*T, 3, r, r]
+                loss_palette = palette_distance(fake, real, self.palette_grid).mean()
+                stats["palette_preview"] = loss_palette
+                if picks is not None:
+                    full_palette = palette_distance(full, real[picks], self.palette_grid).mean()
+                    stats["palette_full"] = full_palette
+                    loss_palette = (loss_palette + full_palette) / 2
+                loss = loss + c.lambda_palette * loss_palette
+                stats["loss_palette"] = loss_palette
             if self.use_adv:
                 self.d_img.requires_grad_(False)
                 self.d_vid.requires_grad_(False)
@@ -447,6 +471,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-b", type=float, default=d.lambda_b, help="weight of the latent spread |w - mean w|^2")
     g.add_argument("--lambda-img-adv", type=float, default=d.lambda_img_adv, help="weight of the image D loss (0: off)")
     g.add_argument("--lambda-vid-adv", type=float, default=d.lambda_vid_adv, help="weight of the video D loss (0: off)")
+    g.add_argument("--lambda-palette", type=float, default=d.lambda_palette,
+                   help="weight of the palette term: colour layout of each frame vs the real frame of the same "
+                        "clip and segment (0: off)")
+    g.add_argument("--palette-grid", type=int, default=d.palette_grid, help="the palette term's grid (cells per side)")
+    g.add_argument("--init-from", type=Path, default=None,
+                   help="start E_a and the predictor from this bundle's parts instead of from scratch (their "
+                        "architecture options then come from it; a checkpoint in the run folder still wins)")
     g.add_argument("--d-lr", type=float, default=d.d_lr, help="learning rate of the discriminators")
     g.add_argument("--r1-gamma", type=float, default=d.r1_gamma, help="R1 weight of both discriminators (0: off)")
     g.add_argument("--r1-interval", type=int, default=d.r1_interval, help="lazy R1 every N steps")
@@ -474,7 +505,8 @@ def config_from_args(args: argparse.Namespace) -> Sound2VideoConfig:
     return Sound2VideoConfig(
         segments=args.segments, batch_size=args.batch_size, steps=args.steps, lr=args.lr, d_lr=args.d_lr,
         lambda_audio=args.lambda_audio, lambda_text=args.lambda_text, lambda_b=args.lambda_b,
-        lambda_img_adv=args.lambda_img_adv, lambda_vid_adv=args.lambda_vid_adv, r1_gamma=args.r1_gamma,
+        lambda_img_adv=args.lambda_img_adv, lambda_vid_adv=args.lambda_vid_adv,
+        lambda_palette=args.lambda_palette, palette_grid=args.palette_grid, r1_gamma=args.r1_gamma,
         r1_interval=args.r1_interval, truncation_psi=args.truncation_psi, model_rate=args.model_rate,
         render_size=args.render_size, clip_full_frames=args.clip_full_frames,
         d_channel_base=args.d_channel_base, d_channel_max=args.d_channel_max,
@@ -513,6 +545,37 @@ def bundle_settings(out_dir: Path, num_ws: int) -> BundleSettings:
     )
 
 
+def initial_parts(bundle_dir: Path, settings: BundleSettings, num_ws: int,
+                  w_dim: int) -> tuple[nn.Module, nn.Module]:
+    """E_a and the predictor of ``bundle_dir`` (``--init-from``), checked against the bundle being trained.
+
+    Their architecture is theirs; what must agree with this bundle is what they read and write:
+    the mel bands, num_ws, w_dim and the layer groups. Trainable, in train mode.
+    """
+    from model.formats import CheckpointError
+    from training.bundle_io import read_part
+
+    try:
+        inversion = read_part(bundle_dir, "sound_inversion")
+        predictor = read_part(bundle_dir, "predictor")
+    except CheckpointError as exc:
+        raise Sound2VideoError(f"--init-from {bundle_dir}: {exc}") from exc
+    want = {"n_mels": settings.mel.n_mels, "num_ws": num_ws, "w_dim": w_dim,
+            "groups": tuple(tuple(g) for g in settings.layer_groups)}
+    have = {"n_mels": inversion.config.n_mels, "num_ws": inversion.config.num_ws, "w_dim": inversion.config.w_dim,
+            "groups": tuple(tuple(g) for g in inversion.config.groups)}
+    p_have = {"num_ws": predictor.config.num_ws, "w_dim": predictor.config.w_dim,
+              "groups": tuple(tuple(g) for g in predictor.config.groups)}
+    wrong = [f"E_a {k} {have[k]} (this bundle needs {want[k]})" for k in want if have[k] != want[k]]
+    wrong += [f"predictor {k} {p_have[k]} (this bundle needs {want[k]})" for k in p_have if p_have[k] != want[k]]
+    if wrong:
+        raise Sound2VideoError(f"--init-from {bundle_dir}: its parts do not fit this bundle: " + "; ".join(wrong))
+    log.info("sound2video: E_a and predictor start from %s", bundle_dir)
+    for m in (inversion, predictor):
+        m.train().requires_grad_(True)
+    return inversion, predictor
+
+
 def _resolve_render_size(config: Sound2VideoConfig, resolution: int) -> int:
     size = config.render_size or resolution
     if size > resolution:
@@ -547,14 +610,18 @@ def run(args: argparse.Namespace) -> int:
         substeps = substeps_per_segment(settings.segment_seconds, rate)
         frozen = Frozen(G, clip, fa, LogMel(settings.mel).to(dev))
 
-        torch.manual_seed(config.seed)  # same initial weights on every rank
-        inversion = SoundInversionEncoder(SoundInversionConfig(
-            n_mels=settings.mel.n_mels, num_ws=G.num_ws, w_dim=G.w_dim, channels=tuple(args.encoder_channels),
-            head_hidden=args.head_hidden, groups=settings.layer_groups,
-        ))
-        predictor = LatentRNN(LatentRNNConfig(
-            num_ws=G.num_ws, w_dim=G.w_dim, hidden_dim=args.rnn_hidden, groups=settings.layer_groups, cell=args.cell,
-        ))
+        if args.init_from is not None:
+            inversion, predictor = initial_parts(Path(args.init_from), settings, G.num_ws, G.w_dim)
+        else:
+            torch.manual_seed(config.seed)  # same initial weights on every rank
+            inversion = SoundInversionEncoder(SoundInversionConfig(
+                n_mels=settings.mel.n_mels, num_ws=G.num_ws, w_dim=G.w_dim, channels=tuple(args.encoder_channels),
+                head_hidden=args.head_hidden, groups=settings.layer_groups,
+            ))
+            predictor = LatentRNN(LatentRNNConfig(
+                num_ws=G.num_ws, w_dim=G.w_dim, hidden_dim=args.rnn_hidden, groups=settings.layer_groups,
+                cell=args.cell,
+            ))
         model = SoundToVideo(inversion, predictor, LiveDynamics.live()).to(dev)
         d_img, d_vid = default_discriminators(config, render_size, config.segments)
         d_img, d_vid = d_img.to(dev), d_vid.to(dev)
@@ -581,6 +648,8 @@ def run(args: argparse.Namespace) -> int:
         batches = loop_batches(loader, start_epoch=start // max(1, len(loader)))
         meta = {"segments": config.segments, "substeps": substeps, "model_rate": rate, "render_size": render_size,
                 "dynamics": dataclasses.asdict(model.dynamics)}
+        if args.init_from is not None:
+            meta["init_from"] = str(args.init_from)
         last: dict[str, float] = {}
         for step in run.steps_from(start):
             batch = next(batches)
