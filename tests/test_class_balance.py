@@ -132,3 +132,28 @@ def test_stage_with_class_balance_needs_a_clip_then_trains_and_resumes(frames: P
     assert train_main([*args, "--steps", "3"]) == 0
     doc = read_checkpoint_doc(latest_checkpoint(run_dir / "checkpoints"))
     assert doc["step"] == 3 and doc["extra"]["class_balance"]["marginal"] != saved["marginal"]
+
+
+def test_the_pull_reaches_a_class_no_fake_comes_near(tiny_clip) -> None:
+    """The balance term's gradient for a class every fake gives ~0 probability is ~0; the pull's
+    is not, and a step down it raises that class's probability in the fake nearest to it."""
+    torch.manual_seed(2)
+    balance = ClassBalance(tiny_clip, LABELS, momentum=0.999, pull=1.0)
+    balance.marginal = torch.tensor([0.6, 0.399, 0.001])  # class 2 never drawn
+    assert balance.deficit().tolist() == pytest.approx([0.0, 0.0, 3 * (1 / 3 - 0.001)], abs=1e-6)
+    images = (torch.rand(8, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    with torch.no_grad():
+        before = balance.log_probabilities(images)[:, 2]
+    term, stats = balance(images)
+    assert stats["balance/pull"] == pytest.approx(-float(balance.deficit()[2] * before.max()), rel=1e-4)
+    (grad,) = torch.autograd.grad(term, images)
+    nearest = int(before.argmax())
+    assert float(grad[nearest].abs().sum()) > 0
+    with torch.no_grad():
+        after = balance.log_probabilities(images - 0.05 * grad / grad.abs().max())[:, 2]
+    assert after[nearest] > before[nearest]
+    # with every class drawn about equally often the pull is about nothing
+    even = ClassBalance(tiny_clip, LABELS, momentum=0.999, pull=1.0)
+    assert abs(even(images.detach())[1]["balance/pull"]) < 0.01 * stats["balance/pull"]
+    with pytest.raises(ValueError, match="pull"):
+        ClassBalance(tiny_clip, LABELS, pull=-1.0)

@@ -344,3 +344,54 @@ def test_stage_rejects_bad_options(frames: Path, tmp_path: Path, capsys: pytest.
     rc = train_main(["generator", "--data", str(frames), "--out", str(out), *TINY, "--output-size", "100"])
     assert rc == 1
     assert "--output-size" in capsys.readouterr().err
+
+
+def test_d_warmup_trains_only_d_and_holds_g_and_its_ema() -> None:
+    config = GeneratorTrainConfig(resolution=RES, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256,
+                                  channel_max=32, batch_size=4, d_warmup=2, r1_interval=1)
+    trainer = GeneratorTrainer(config)
+    g0 = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    ema0 = {k: v.clone() for k, v in trainer.G_ema.state_dict().items()}
+    d0 = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    real = torch.rand(4, 3, RES, RES) * 2 - 1
+    for _ in range(2):
+        stats = trainer.step(real)
+        assert stats.extra.get("d_warmup") == 1.0 and np.isfinite(stats.loss_G) and stats.ema_beta == 1.0
+    assert all(torch.equal(v, g0[k]) for k, v in trainer.G.state_dict().items() if k != "mapping.w_avg")
+    assert all(torch.equal(v, ema0[k]) for k, v in trainer.G_ema.state_dict().items() if k != "mapping.w_avg")
+    assert any(not torch.equal(v, d0[k]) for k, v in trainer.D.state_dict().items())
+    trainer.step(real)  # warm-up over: G learns
+    assert any(not torch.equal(v, g0[k]) for k, v in trainer.G.state_dict().items())
+    with pytest.raises(ValueError, match="d_warmup"):
+        GeneratorTrainConfig(resolution=RES, channel_base=256, channel_max=32, d_warmup=-1)
+
+
+def test_stage_fine_tunes_a_bundles_generator_with_a_fresh_d(frames: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "source"
+    assert train_main(["generator", "--data", str(frames), "--out", str(source), "--steps", "2", *TINY]) == 0
+    G_src = load_generator(source / "generator")
+    out = tmp_path / "tuned"
+    args = ["generator", "--data", str(frames), "--out", str(out), "--init-from", str(source), "--d-warmup", "2", *TINY]
+    assert train_main([*args, "--steps", "2"]) == 0  # the whole run is warm-up: G comes out as it went in
+    G = load_generator(out / "generator")
+    for (k, v), w in zip(G.state_dict().items(), G_src.state_dict().values()):
+        if k != "mapping.w_avg":  # w_avg is tracked on the D step's fakes even while G is held
+            assert torch.equal(v, w), k
+    meta = read_network_config(out / "generator", "stylegan2")["metadata"]
+    assert meta["init_from"] == str(source) and meta["config"]["d_warmup"] == 2
+    # past the warm-up G learns; resuming comes from the run's own checkpoint, not the source again
+    assert train_main([*args, "--steps", "3"]) == 0
+    G3 = load_generator(out / "generator")
+    assert any(not torch.equal(v, w) for v, w in zip(G3.state_dict().values(), G_src.state_dict().values()))
+    doc = read_checkpoint_doc(latest_checkpoint(out / "runs" / "generator" / "checkpoints"))
+    assert doc["step"] == 3 and doc["extra"]["step_count"] == 3
+    # another architecture is refused with the option to pass
+    other = ["generator", "--data", str(frames), "--out", str(tmp_path / "x"), "--init-from", str(source),
+             "--steps", "1", *TINY]
+    other[other.index("--channel-max") + 1] = "16"
+    capsys.readouterr()
+    assert train_main(other) == 1
+    err = capsys.readouterr().err
+    assert "channel_max" in err and "--channel-max 32" in err
+    assert train_main([*other[:4], str(tmp_path / "nothing-here"), *other[5:]]) == 1

@@ -15,7 +15,13 @@ fakes with class probabilities ``p_i`` (rows of ``softmax(scale · image @ text.
   first-order change of ``KL(m ‖ uniform)`` when the batch moves: it lowers the probability of
   classes drawn more than ``1/K`` of the time and raises that of the ones drawn less;
 * the confidence term ``mean_i H(p_i)`` makes each sample commit to one scene, so the generator
-  cannot satisfy the balance with images that look like all classes at once.
+  cannot satisfy the balance with images that look like all classes at once;
+* optionally (``pull`` > 0) a *nearest-sample pull*: for each class drawn less than ``1/K`` of the
+  time, the fake of the batch that is already nearest to it gets ``−log p_ik``, weighted by the
+  class's deficit ``K · max(0, 1/K − m_k)``. The balance term's gradient vanishes for a class no
+  fake comes near (``∂p_k/∂logit_k = p_k(1 − p_k) ≈ 0``): the default generator drew waterfalls
+  1.6% of the time after 2575 balanced steps, and a doubled weight did not help. ``−log p`` does
+  not vanish, and pulling the nearest fake (not an arbitrary one) asks the least of the picture.
 
 The discriminator still decides what is realistic; this term only decides *which* real-looking
 scene. The generator stage evaluates coverage with the same CLIP, so a rise there is partly by
@@ -42,6 +48,7 @@ class ClassBalance:
         momentum: float = 0.99,
         floor: float = 1e-3,
         templates: Sequence[str] | None = None,
+        pull: float = 0.0,
     ) -> None:
         from training.stages import DEFAULT_TEMPLATES, class_text_embeddings
 
@@ -52,6 +59,9 @@ class ClassBalance:
             raise ValueError(f"class balance momentum must be in [0, 1), got {momentum!r}")
         if not (isinstance(floor, (int, float)) and 0 < floor < 1 / len(labels)):
             raise ValueError(f"class balance floor must be in (0, 1/{len(labels)}), got {floor!r}")
+        if not (isinstance(pull, (int, float)) and math.isfinite(pull) and pull >= 0):
+            raise ValueError(f"class balance pull must be a finite number >= 0, got {pull!r}")
+        self.pull = float(pull)
         self.clip = clip.eval().requires_grad_(False)
         self.labels = tuple(labels)
         self.momentum = float(momentum)
@@ -63,14 +73,24 @@ class ClassBalance:
         k = len(labels)
         self.marginal = torch.full([k], 1.0 / k, device=device)  # running class frequencies of the fakes
 
+    def log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities ``[N, K]`` of images ``[N, 3, H, W]`` in [-1, 1] (differentiable)."""
+        features = self.clip.encode_image(images.float())  # [N, D], unit length
+        return torch.log_softmax(self.scale * features @ self.text.T, dim=1)
+
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[N, K]`` of images ``[N, 3, H, W]`` in [-1, 1] (differentiable)."""
-        features = self.clip.encode_image(images.float())  # [N, D], unit length
-        return torch.softmax(self.scale * features @ self.text.T, dim=1)
+        return self.log_probabilities(images).exp()
+
+    def deficit(self) -> torch.Tensor:
+        """``K · max(0, 1/K − m_k)`` per class ``[K]``: 0 for classes drawn often enough, 1 for one never drawn."""
+        k = len(self.labels)
+        return (1.0 / k - self.marginal).clamp(min=0) * k
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The term for a batch of fakes (to add to G's loss) and what it measured; updates the marginal."""
-        p = self.probabilities(images)  # [N, K]
+        logp = self.log_probabilities(images)  # [N, K]
+        p = logp.exp()
         batch = p.mean(dim=0)  # [K]
         seen = batch.detach().clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -80,14 +100,21 @@ class ClassBalance:
         k = len(self.labels)
         weight = torch.log(self.marginal.clamp(min=self.floor) * k)  # [K]: > 0 too often, < 0 too rarely
         balance = (batch * weight).sum()
-        entropy = -(p * torch.log(p.clamp(min=1e-8))).sum(dim=1).mean()
+        entropy = -(p * logp).sum(dim=1).mean()
         stats = {
             "balance/term": float(balance.detach()),
             "balance/entropy": float(entropy.detach()),
             "balance/kl_uniform": self.kl_uniform(),
             "balance/min_class": float(self.marginal.min()),
         }
-        return balance + entropy, stats
+        total = balance + entropy
+        if self.pull > 0:
+            deficit = self.deficit()  # [K], from the marginal just updated: 0 for a class drawn enough
+            nearest = logp.max(dim=0).values  # [K]: the log-probability of the fake nearest each class
+            pull = -(deficit * nearest).sum()
+            total = total + self.pull * pull
+            stats["balance/pull"] = float(pull.detach())
+        return total, stats
 
     def kl_uniform(self) -> float:
         """``KL(m ‖ uniform)`` of the running marginal: 0 when every class is drawn equally often."""

@@ -15,7 +15,12 @@ The recipe is StyleGAN2's (Karras et al. 2020; NVIDIA's stylegan2-ada-pytorch ``
 * optional differentiable augmentation (our own DiffAugment-style color / translation / cutout,
   applied identically to reals and fakes), optional x-flips of the reals;
 * optional class balancing (``--class-balance``, :mod:`training.class_balance`): the bundle's CLIP
-  classifies the fakes of the G step and a term pushes G toward the classes it draws least;
+  classifies the fakes of the G step and a term pushes G toward the classes it draws least
+  (``--class-balance-pull``: and the fake nearest each under-drawn class toward it);
+* fine-tuning (``--init-from BUNDLE``): G and G_ema start from that bundle's generator (ours, or
+  one ``vjapp convert`` imported from NVIDIA's or rosinality's files); its discriminator is not in
+  a bundle, so D starts fresh and ``--d-warmup N`` trains it alone for the first N steps, G held,
+  before G learns against it (a fresh D's gradients would otherwise tear the picture apart);
 * bf16 autocast on CUDA with ``--amp`` (R1 stays in fp32); off on the CPU;
 * data parallel: every process computes its gradients, which are averaged by one flat
   ``all_reduce`` per step (NVIDIA's own scheme). DDP wrappers are not used on purpose: the G step
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -86,6 +92,8 @@ class GeneratorTrainConfig:
     class_balance: float = 0.0  # weight of the classifier-in-the-loop class-balance term (0: off)
     class_balance_momentum: float = 0.99  # momentum of its running class marginal
     class_balance_start: int = 0  # the term joins at this step (a fine-tune of a generator that dropped classes)
+    class_balance_pull: float = 0.0  # weight of the nearest-sample pull toward under-drawn classes (0: off)
+    d_warmup: int = 0  # steps at the start in which only D learns (G held; for a fine-tune with a fresh D)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +129,11 @@ class GeneratorTrainConfig:
         if (isinstance(self.class_balance_start, bool) or not isinstance(self.class_balance_start, int)
                 or self.class_balance_start < 0):
             raise ValueError(f"class_balance_start must be a non-negative integer, got {self.class_balance_start!r}")
+        if not (isinstance(self.class_balance_pull, (int, float)) and math.isfinite(self.class_balance_pull)
+                and self.class_balance_pull >= 0):
+            raise ValueError(f"class_balance_pull must be a non-negative number, got {self.class_balance_pull!r}")
+        if isinstance(self.d_warmup, bool) or not isinstance(self.d_warmup, int) or self.d_warmup < 0:
+            raise ValueError(f"d_warmup must be a non-negative integer, got {self.d_warmup!r}")
         if self.ema_beta is not None and not (isinstance(self.ema_beta, (int, float)) and 0 <= self.ema_beta <= 1):
             raise ValueError(f"ema_beta must be in [0, 1] or None, got {self.ema_beta!r}")
         self.generator_config()  # the network configs check resolution, channels and clamp
@@ -139,6 +152,22 @@ class GeneratorTrainConfig:
             channel_max=self.d_channel_max or self.channel_max, mbstd_group_size=self.mbstd_group_size,
             conv_clamp=self.conv_clamp,
         )
+
+
+def fine_tune_mismatches(config: GeneratorTrainConfig, source: StyleGAN2Config) -> list[str]:
+    """What keeps a generator of config ``source`` from being fine-tuned under ``config``: one line each."""
+    ours = config.generator_config()
+    options = {"resolution": "--resolution", "w_dim": "--w-dim", "z_dim": "--w-dim", "mapping_layers": "--mapping-layers",
+               "channel_base": "--channel-base", "channel_max": "--channel-max", "conv_clamp": "--conv-clamp",
+               "mapping_hidden_dim": "--w-dim"}
+    out = []
+    for f in dataclasses.fields(StyleGAN2Config):
+        theirs, mine = getattr(source, f.name), getattr(ours, f.name)
+        if theirs != mine:
+            how = f"pass {options[f.name]} {theirs if theirs is not None else 0}" if f.name in options else \
+                "not settable here"
+            out.append(f"{f.name}: the bundle's generator has {theirs}, these options give {mine} ({how})")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,23 +406,24 @@ class GeneratorTrainer:
             flip = torch.rand([n], generator=self._gen).to(self.device) < 0.5
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
 
-        # G main: non-saturating loss, D frozen.
-        self.G.requires_grad_(True)
-        self.D.requires_grad_(False)
-        with self._autocast():
-            fake = self.G.synthesis(self._ws(n, update_emas=False), noise_mode="random")
-            fake_logits = self._D(fake)
-        loss_G = F.softplus(-fake_logits).mean()
         extra: dict[str, float] = {}
-        total_G = loss_G
-        if self.balance is not None and self.step_count >= c.class_balance_start:
-            # CLIP looks at the fakes shifted a little, so no pixel-exact pattern can steer it.
-            term, extra = self.balance(_aug_translation(fake.float(), self._gen))
-            total_G = loss_G + c.class_balance * term
-        self.opt_G.zero_grad(set_to_none=True)
-        total_G.backward()
-        sync_gradients(self.G)
-        self.opt_G.step()
+        train_G = self.step_count >= c.d_warmup
+        if train_G:  # G main: non-saturating loss, D frozen.
+            self.G.requires_grad_(True)
+            self.D.requires_grad_(False)
+            with self._autocast():
+                fake = self.G.synthesis(self._ws(n, update_emas=False), noise_mode="random")
+                fake_logits = self._D(fake)
+            loss_G = F.softplus(-fake_logits).mean()
+            total_G = loss_G
+            if self.balance is not None and self.step_count >= c.class_balance_start:
+                # CLIP looks at the fakes shifted a little, so no pixel-exact pattern can steer it.
+                term, extra = self.balance(_aug_translation(fake.float(), self._gen))
+                total_G = loss_G + c.class_balance * term
+            self.opt_G.zero_grad(set_to_none=True)
+            total_G.backward()
+            sync_gradients(self.G)
+            self.opt_G.step()
 
         # D main: fakes (G frozen, w_avg tracked) and reals.
         self.G.requires_grad_(False)
@@ -404,6 +434,9 @@ class GeneratorTrainer:
             fake_logits = self._D(fake.float())
             real_logits = self._D(real)
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        if not train_G:  # D warm-up: G's loss as D now sees these fakes (reported, not trained on)
+            loss_G = F.softplus(-fake_logits.detach()).mean()
+            extra = {"d_warmup": 1.0}
         self.opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
         sync_gradients(self.D)
@@ -428,12 +461,25 @@ class GeneratorTrainer:
 
         self.step_count += 1
         self.nimg += n * self.world
-        beta = self.update_ema()
+        beta = self.update_ema() if train_G else 1.0  # G held: G_ema stays as it is
         return StepStats(
             loss_G=float(loss_G.detach()), loss_D=float(loss_D.detach()),
             D_real=float(real_logits.detach().float().mean()), D_fake=float(fake_logits.detach().float().mean()),
             r1_penalty=self.last_r1, r1_ran=r1_ran, ema_beta=beta, extra=extra,
         )
+
+    @torch.no_grad()
+    def init_generator(self, source: Generator) -> None:
+        """Start G and G_ema from ``source`` (a bundle's generator, i.e. someone's G_ema; ``w_avg`` included).
+
+        The architectures must be the same (:func:`fine_tune_mismatches`); the optimizer and EMA
+        counters start fresh, like the discriminator.
+        """
+        state = source.state_dict()
+        self.G.load_state_dict(state)
+        self.G_ema.load_state_dict(state)
+        broadcast_module(self.G)
+        broadcast_module(self.G_ema)
 
     # -- what checkpoints hold ---------------------------------------------------------------
     def models(self) -> dict[str, nn.Module]:
@@ -584,6 +630,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "toward the classes it draws least (0: off; needs a CLIP in --out)")
     g.add_argument("--class-balance-start", type=int, default=0,
                    help="step at which the class-balance term joins (e.g. where a plain run left off)")
+    g.add_argument("--class-balance-pull", type=float, default=0.0,
+                   help="weight of the nearest-sample pull: the fake nearest each under-drawn class is pushed "
+                        "toward it (-log p; 0: off)")
+    g.add_argument("--init-from", type=Path, default=None,
+                   help="fine-tune: start G and G_ema from this bundle's generator (same architecture options; "
+                        "D starts fresh, see --d-warmup; a checkpoint in the run folder still wins)")
+    g.add_argument("--d-warmup", type=int, default=0,
+                   help="steps at the start in which only D learns, G held (for --init-from's fresh D)")
     g.add_argument("--class-balance-momentum", type=float, default=0.99,
                    help="momentum of the running class frequencies the class-balance term compares with uniform")
     g.add_argument("--kid-every", dest="eval_every", type=int, default=argparse.SUPPRESS,
@@ -613,7 +667,7 @@ def config_from_args(args: argparse.Namespace) -> GeneratorTrainConfig:
         style_mixing=args.style_mixing, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ema_beta=args.ema_beta,
         augment=augment_list, mirror=args.mirror, class_balance=args.class_balance,
         class_balance_momentum=args.class_balance_momentum, class_balance_start=args.class_balance_start,
-        seed=args.seed,
+        class_balance_pull=args.class_balance_pull, d_warmup=args.d_warmup, seed=args.seed,
     )
 
 
@@ -684,7 +738,24 @@ def _build_balance(args: argparse.Namespace, run: Any, config: GeneratorTrainCon
         clip = bundle_io.read_part(out, "clip", run.device)
     except CheckpointError as exc:
         raise TrainingError(f"generator: --class-balance: the bundle's CLIP does not load ({exc})") from exc
-    return ClassBalance(clip, labels, momentum=config.class_balance_momentum)
+    return ClassBalance(clip, labels, momentum=config.class_balance_momentum, pull=config.class_balance_pull)
+
+
+def _fine_tune_source(bundle_dir: Path, config: GeneratorTrainConfig, device: Any) -> Generator:
+    """The generator ``--init-from`` names, checked against this run's architecture options."""
+    from model.formats import CheckpointError
+    from training import bundle_io
+    from training.run import TrainingError
+
+    try:
+        source = bundle_io.read_part(bundle_dir, "generator", device)
+    except CheckpointError as exc:
+        raise TrainingError(f"generator: --init-from {bundle_dir}: {exc}") from exc
+    wrong = fine_tune_mismatches(config, source.config)
+    if wrong:
+        raise TrainingError(f"generator: --init-from {bundle_dir}: the architecture differs: " + "; ".join(wrong))
+    log.info("generator: G and G_ema start from %s (D fresh, %d warm-up steps)", bundle_dir, config.d_warmup)
+    return source
 
 
 def _dataset_labels(dataset: Any, out: Path | None) -> tuple[str, ...]:
@@ -718,6 +789,8 @@ def run(args: argparse.Namespace) -> int:
         start = run.load_checkpoint(trainer.models(), trainer.optimizers()) or 0
         if start:
             trainer.load_state(run.extra)
+        elif args.init_from is not None:
+            trainer.init_generator(_fine_tune_source(Path(args.init_from), config, run.device))
         trainer.reseed(start)
         loader = make_loader(train_set, run.batch_size, shuffle=True, seed=run.seed, drop_last=True,
                              num_workers=args.num_workers)
@@ -725,6 +798,8 @@ def run(args: argparse.Namespace) -> int:
         evaluator = _build_evaluator(args, run, labels) if run.is_main and not run.dry_run else None
         fixed_z = torch.randn([args.sample_count, config.z_dim], generator=torch.Generator().manual_seed(args.seed))
         meta = {"resolution": config.resolution, "config": asdict(config), "data": str(args.data)}
+        if args.init_from is not None:
+            meta["init_from"] = str(args.init_from)
 
         def evaluate(step: int, name: str) -> dict[str, Any] | None:
             record = None
