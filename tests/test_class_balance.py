@@ -67,8 +67,9 @@ def test_state_round_trips_and_rejects_what_does_not_fit(tiny_clip) -> None:
     a = ClassBalance(tiny_clip, LABELS)
     a.marginal = torch.tensor([0.5, 0.3, 0.2])
     b = ClassBalance(tiny_clip, LABELS)
+    a.nearest_marginal = torch.tensor([0.7, 0.3, 0.0])
     b.load_state(json.loads(json.dumps(a.state())))
-    assert torch.allclose(b.marginal, a.marginal)
+    assert torch.allclose(b.marginal, a.marginal) and torch.allclose(b.nearest_marginal, a.nearest_marginal)
     c = ClassBalance(tiny_clip, ["rain", "fire", "sea"])
     c.load_state(a.state())  # other labels: keeps its own uniform start
     assert torch.allclose(c.marginal, torch.full([3], 1 / 3))
@@ -139,7 +140,8 @@ def test_the_pull_reaches_a_class_no_fake_comes_near(tiny_clip) -> None:
     is not, and a step down it raises that class's probability in the fake nearest to it."""
     torch.manual_seed(2)
     balance = ClassBalance(tiny_clip, LABELS, momentum=0.999, pull=1.0)
-    balance.marginal = torch.tensor([0.6, 0.399, 0.001])  # class 2 never drawn
+    balance.marginal = torch.tensor([0.4, 0.3, 0.3])  # class 2 has its share of the probability mass...
+    balance.nearest_marginal = torch.tensor([0.6, 0.399, 0.001])  # ...but is the top-1 of almost no fake
     assert balance.deficit().tolist() == pytest.approx([0.0, 0.0, 3 * (1 / 3 - 0.001)], abs=1e-6)
     images = (torch.rand(8, 3, 32, 32) * 2 - 1).requires_grad_(True)
     with torch.no_grad():
