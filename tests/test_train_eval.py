@@ -160,6 +160,14 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
     sheets = sorted((out / "contact_sheets").glob("*.png"))
     assert sheets and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in sheets)
     assert len(sheets) == len(set(report["clip_labels"]))
+    # each row: the real frame of the clip, then one frame per segment (grid cells of the frame size + 2 px)
+    import struct
+
+    from model.bundle import read_bundle_info
+
+    size = read_bundle_info(tiny_bundle_dir).resolution
+    width, _ = struct.unpack(">II", sheets[0].read_bytes()[16:24])  # the PNG's IHDR
+    assert width == 2 + (1 + 3) * (size + 2)
     info = probe_mp4(out / "grid_00.mp4")
     assert info["video"]["frames"] == 3
     assert info["video"]["width"] == 5 * 32 and info["video"]["height"] == 32  # real | 4 methods

@@ -233,13 +233,23 @@ def _slug(label: str) -> str:
 
 
 def write_contact_sheets(out_dir: Path, frames: torch.Tensor, labels: torch.Tensor,
-                         class_names: Sequence[str]) -> dict[str, str]:
-    """One PNG per class present: ours' frames ``[N, T, 3, H, W]`` of that class, one row per clip."""
+                         class_names: Sequence[str], real: torch.Tensor | None = None) -> dict[str, str]:
+    """One PNG per class present: ours' frames ``[N, T, 3, H, W]`` of that class, one row per clip.
+
+    With ``real`` (the clips' real frames ``[N, T, 3, H', W']``) each row starts with the real frame
+    of the clip's middle segment, so a person sees the scene beside what the sound drew.
+    """
     from training.run import encode_png, image_grid
 
     sheet_dir = out_dir / "contact_sheets"
     sheet_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
+    if real is not None:
+        middle = real[:, real.shape[1] // 2].float()  # [N, 3, H', W']
+        if middle.shape[-2:] != frames.shape[-2:]:
+            middle = F.interpolate(middle, size=tuple(frames.shape[-2:]), mode="bilinear", align_corners=False,
+                                   antialias=middle.shape[-1] > frames.shape[-1])
+        frames = torch.cat([middle[:, None].to(frames.dtype), frames], dim=1)
     for c, name in enumerate(class_names):
         rows = frames[labels == c]
         if rows.shape[0] == 0:
@@ -313,7 +323,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Videos", "", "Columns: real | " + " | ".join(METHOD_TITLES[m] for m in METHODS), ""]
         lines += [f"- [{v}]({v})" for v in report["videos"]]
     if report.get("contact_sheets"):
-        lines += ["", "## Contact sheets (ours)", ""]
+        lines += ["", "## Contact sheets (ours)", "",
+                  "Each row is one held-out clip: first a real frame of the clip (its middle segment), then "
+                  "ours' frame of each segment as the sound goes on.", ""]
         lines += [f"- {k}: ![{k}]({v})" for k, v in report["contact_sheets"].items()]
     return "\n".join(lines) + "\n"
 
@@ -385,7 +397,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         path = write_mp4_grid(out_dir / f"grid_{i:02d}.mp4", cols, clips.audio[i], info.mel.sample_rate,
                               info.segment_seconds, args.mp4_size)
         videos.append(path.name)
-    sheets = write_contact_sheets(out_dir, frames["ours"], clips.labels, info.labels)
+    sheets = write_contact_sheets(out_dir, frames["ours"], clips.labels, info.labels, real=clips.frames)
 
     report = {
         "bundle": str(args.bundle),
