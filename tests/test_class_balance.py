@@ -159,3 +159,31 @@ def test_the_pull_reaches_a_class_no_fake_comes_near(tiny_clip) -> None:
     assert abs(even(images.detach())[1]["balance/pull"]) < 0.01 * stats["balance/pull"]
     with pytest.raises(ValueError, match="pull"):
         ClassBalance(tiny_clip, LABELS, pull=-1.0)
+
+
+def test_the_term_can_see_the_fakes_truncated_as_the_show_draws_them(tiny_clip, monkeypatch) -> None:
+    """--class-balance-psi: the term classifies the same latents rendered truncated toward w_avg; at a
+    psi near 0 every fake it sees is about the mean image, at psi 1 they are the G step's own fakes."""
+    import training.stages.generator as generator_stage
+
+    monkeypatch.setattr(generator_stage, "_aug_translation", lambda x, g: x)  # compare the images themselves
+    spreads = {}
+    for psi in (1.0, 0.01):
+        config = GeneratorTrainConfig(resolution=RES, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256,
+                                      channel_max=32, batch_size=4, class_balance=1.0, class_balance_psi=psi,
+                                      style_mixing=0.0)
+        trainer = GeneratorTrainer(config, balance=ClassBalance(tiny_clip, LABELS, momentum=0.5))
+        seen: list[torch.Tensor] = []
+        original = trainer.balance.__call__
+
+        def recording(images, original=original):
+            seen.append(images.detach().clone())
+            return original(images)
+
+        trainer.balance = type("Recording", (), {"__call__": staticmethod(recording)})()
+        trainer.step(torch.rand(4, 3, RES, RES) * 2 - 1)
+        assert len(seen) == 1 and seen[0].shape == (4, 3, RES, RES)
+        spreads[psi] = float(seen[0].std(dim=0).mean())
+    assert spreads[0.01] < 0.2 * spreads[1.0], spreads
+    with pytest.raises(ValueError, match="class_balance_psi"):
+        GeneratorTrainConfig(resolution=RES, channel_base=256, channel_max=32, class_balance_psi=0.0)

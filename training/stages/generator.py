@@ -16,7 +16,8 @@ The recipe is StyleGAN2's (Karras et al. 2020; NVIDIA's stylegan2-ada-pytorch ``
   applied identically to reals and fakes), optional x-flips of the reals;
 * optional class balancing (``--class-balance``, :mod:`training.class_balance`): the bundle's CLIP
   classifies the fakes of the G step and a term pushes G toward the classes it draws least
-  (``--class-balance-pull``: and the fake nearest each under-drawn class toward it);
+  (``--class-balance-pull``: and the fake nearest each under-drawn class toward it;
+  ``--class-balance-psi``: on the fakes rendered truncated, as the show draws its random seeds);
 * fine-tuning (``--init-from BUNDLE``): G and G_ema start from that bundle's generator (ours, or
   one ``vjapp convert`` imported from NVIDIA's or rosinality's files); its discriminator is not in
   a bundle, so D starts fresh and ``--d-warmup N`` trains it alone for the first N steps, G held,
@@ -93,6 +94,7 @@ class GeneratorTrainConfig:
     class_balance_momentum: float = 0.99  # momentum of its running class marginal
     class_balance_start: int = 0  # the term joins at this step (a fine-tune of a generator that dropped classes)
     class_balance_pull: float = 0.0  # weight of the nearest-sample pull toward under-drawn classes (0: off)
+    class_balance_psi: float = 1.0  # truncation of the fakes the class-balance term sees (1: the G step's own)
     d_warmup: int = 0  # steps at the start in which only D learns (G held; for a fine-tune with a fresh D)
     seed: int = 0
 
@@ -132,6 +134,8 @@ class GeneratorTrainConfig:
         if not (isinstance(self.class_balance_pull, (int, float)) and math.isfinite(self.class_balance_pull)
                 and self.class_balance_pull >= 0):
             raise ValueError(f"class_balance_pull must be a non-negative number, got {self.class_balance_pull!r}")
+        if not (isinstance(self.class_balance_psi, (int, float)) and 0 < self.class_balance_psi <= 1):
+            raise ValueError(f"class_balance_psi must be in (0, 1], got {self.class_balance_psi!r}")
         if isinstance(self.d_warmup, bool) or not isinstance(self.d_warmup, int) or self.d_warmup < 0:
             raise ValueError(f"d_warmup must be a non-negative integer, got {self.d_warmup!r}")
         if self.ema_beta is not None and not (isinstance(self.ema_beta, (int, float)) and 0 <= self.ema_beta <= 1):
@@ -412,13 +416,19 @@ class GeneratorTrainer:
             self.G.requires_grad_(True)
             self.D.requires_grad_(False)
             with self._autocast():
-                fake = self.G.synthesis(self._ws(n, update_emas=False), noise_mode="random")
+                ws = self._ws(n, update_emas=False)
+                fake = self.G.synthesis(ws, noise_mode="random")
                 fake_logits = self._D(fake)
             loss_G = F.softplus(-fake_logits).mean()
             total_G = loss_G
             if self.balance is not None and self.step_count >= c.class_balance_start:
+                seen = fake
+                if c.class_balance_psi < 1:  # the same latents as the show draws them (truncated toward w_avg)
+                    with self._autocast():
+                        w_avg = self.G.mapping.w_avg.to(ws.dtype)
+                        seen = self.G.synthesis(w_avg.lerp(ws, c.class_balance_psi), noise_mode="random")
                 # CLIP looks at the fakes shifted a little, so no pixel-exact pattern can steer it.
-                term, extra = self.balance(_aug_translation(fake.float(), self._gen))
+                term, extra = self.balance(_aug_translation(seen.float(), self._gen))
                 total_G = loss_G + c.class_balance * term
             self.opt_G.zero_grad(set_to_none=True)
             total_G.backward()
@@ -633,6 +643,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--class-balance-pull", type=float, default=0.0,
                    help="weight of the nearest-sample pull: the fake nearest each under-drawn class is pushed "
                         "toward it (-log p; 0: off)")
+    g.add_argument("--class-balance-psi", type=float, default=1.0,
+                   help="truncation of the fakes the class-balance term classifies (1: the G step's own; e.g. 0.7: "
+                        "a second rendering of the same latents as the show draws them, so the balance holds there)")
     g.add_argument("--init-from", type=Path, default=None,
                    help="fine-tune: start G and G_ema from this bundle's generator (same architecture options; "
                         "D starts fresh, see --d-warmup; a checkpoint in the run folder still wins)")
@@ -667,7 +680,8 @@ def config_from_args(args: argparse.Namespace) -> GeneratorTrainConfig:
         style_mixing=args.style_mixing, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ema_beta=args.ema_beta,
         augment=augment_list, mirror=args.mirror, class_balance=args.class_balance,
         class_balance_momentum=args.class_balance_momentum, class_balance_start=args.class_balance_start,
-        class_balance_pull=args.class_balance_pull, d_warmup=args.d_warmup, seed=args.seed,
+        class_balance_pull=args.class_balance_pull, class_balance_psi=args.class_balance_psi, d_warmup=args.d_warmup,
+        seed=args.seed,
     )
 
 
