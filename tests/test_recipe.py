@@ -39,6 +39,8 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
         if stage == "generator":
             assert args.resolution == sizes.resolution
             assert (args.class_balance, args.class_balance_start) == (sizes.class_balance, sizes.class_balance_start)
+            assert (args.class_balance_pull, args.class_balance_psi) == (sizes.class_balance_pull,
+                                                                         sizes.class_balance_psi)
         if stage == "sound2video":
             assert (args.render_size, args.clip_full_frames) == (sizes.render_size, sizes.clip_full_frames)
             assert args.lambda_palette == sizes.lambda_palette

@@ -126,6 +126,8 @@ class Sizes:
     lr: dict[str, float] = field(default_factory=dict)  # per-stage learning rates (else the stage's default)
     class_balance: float = 0.0  # generator: weight of the class-balance term (0: off)
     class_balance_start: int = 0  # generator: the step it joins at
+    class_balance_pull: float = 0.0  # generator: weight of the nearest-sample pull toward under-drawn classes
+    class_balance_psi: float = 1.0  # generator: truncation of the fakes the class-balance term classifies
     clip_full_frames: int = 0  # sound2video: segments per sequence the CLIP losses also see at full size
     lambda_palette: float = 0.0  # sound2video: weight of the palette term (colour layout vs the real frame)
 
@@ -164,14 +166,16 @@ def _default_sizes(scale: str) -> Sizes:
         segments=8 if full else 4, render_size=32, d_channel_base=4096, d_channel_max=128,
         video_channels=(32, 64, 128),
         # the step counts of the shipped default, trained on a 2-core CPU (README); a GPU affords more
-        steps=({"clip": 1000, "audio": 1200, "generator": 16256, "sound2video": 2700} if full
+        steps=({"clip": 1000, "audio": 1200, "generator": 18656, "sound2video": 3400} if full
                else {"clip": 1, "audio": 1, "generator": 1, "sound2video": 1}),
         batch=({"clip": 128, "audio": 64, "generator": 8, "sound2video": 4} if full
                else {"clip": 8, "audio": 4, "generator": 2, "sound2video": 2}),
         eval_clips=64 if full else 4,
         lr={"sound2video": 3e-4},
-        # the shipped generator ran plain to 13681 steps, then with the class-balance term (README)
+        # the shipped generator ran plain to 13681 steps, then with the class-balance term, then was
+        # fine-tuned 2400 steps with the pull and (the last 400) the live truncation (README)
         class_balance=1.0 if full else 0.0, class_balance_start=13681 if full else 0,
+        class_balance_pull=0.5 if full else 0.0, class_balance_psi=0.7 if full else 1.0,
         clip_full_frames=2 if full else 0,
         lambda_palette=1.0 if full else 0.0,
     )
@@ -213,7 +217,8 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
         if not small:  # decoded frames are kept for the next session's resume
             argv += ["--cache-dir", str(ctx.work / "frame-cache")]
         if s.class_balance > 0:
-            argv += ["--class-balance", str(s.class_balance), "--class-balance-start", str(s.class_balance_start)]
+            argv += ["--class-balance", str(s.class_balance), "--class-balance-start", str(s.class_balance_start),
+                     "--class-balance-pull", str(s.class_balance_pull), "--class-balance-psi", str(s.class_balance_psi)]
         if small:
             argv += ["--kid-samples", "8", "--kid-subsets", "2", "--coverage-samples", "8"]
         return argv
