@@ -20,10 +20,11 @@ fakes with class probabilities ``p_i`` (rows of ``softmax(scale · image @ text.
   fewer than ``1/K`` of the fakes, the fake of the batch already nearest to it gets ``−log p_ik``,
   weighted by the class's deficit ``K · max(0, 1/K − n_k)``. ``n`` is a second running marginal
   that counts each fake for its top-1 class, as the coverage measure does: the soft marginal ``m``
-  can give a class 9% of the probability mass while it is the top-1 of 1% of the fakes. The balance term's gradient vanishes for a class no
-  fake comes near (``∂p_k/∂logit_k = p_k(1 − p_k) ≈ 0``): the default generator drew waterfalls
-  1.6% of the time after 2575 balanced steps, and a doubled weight did not help. ``−log p`` does
-  not vanish, and pulling the nearest fake (not an arbitrary one) asks the least of the picture.
+  can give a class 9% of the probability mass while it is the top-1 of 1% of the fakes. The
+  balance term's gradient vanishes for a class no fake comes near (``∂p_k/∂logit_k = p_k(1 − p_k)
+  ≈ 0``): the default generator drew waterfalls 1.6% of the time after 2575 balanced steps, and a
+  doubled weight did not help. ``−log p`` does not vanish, and pulling the nearest fake (not an
+  arbitrary one) asks the least of the picture.
 
 The discriminator still decides what is realistic; this term only decides *which* real-looking
 scene. The generator stage evaluates coverage with the same CLIP, so a rise there is partly by

@@ -340,6 +340,7 @@ class Sound2VideoTrainer:
             audio_emb = self.frozen.audio_encoder(mels[:, seg_steps].flatten(0, 1)).float()  # [B*T, D]
             text_emb = self.text_embeddings(list(captions)).repeat_interleave(t, dim=0)  # [B*T, D]
         base = self.base_latents(b)
+        real = self.real_frames(frames)  # [B*T, 3, r, r]: the palette term and the discriminators' reals
 
         # E_a + predictor update
         self.model.train()
@@ -364,7 +365,6 @@ class Sound2VideoTrainer:
             loss = c.lambda_audio * loss_audio + c.lambda_text * loss_text + c.lambda_b * loss_b
             stats["loss_spread"] = loss_b
             if c.lambda_palette > 0:  # the paired real frame's colour layout, preview and full frames alike
-                real = self.real_frames(frames)  # [B*T, 3, r, r]
                 loss_palette = palette_distance(fake, real, self.palette_grid).mean()
                 stats["palette_preview"] = loss_palette
                 if picks is not None:
@@ -389,19 +389,19 @@ class Sound2VideoTrainer:
         stats["loss"] = loss
 
         if self.use_adv:
-            stats.update(self._d_step(frames, fake.detach().float(), b, t))
+            stats.update(self._d_step(real, fake.detach().float(), b, t))
         self.step_count += 1
         self.last_fake = fake.detach().float()
         with torch.no_grad():
             stats["latent_motion"] = (ws_seg[:, 1:] - ws_seg[:, :-1]).norm(dim=-1).mean() if t > 1 else ws_seg.new_zeros(())
         return {k: float(v.detach()) for k, v in stats.items()}
 
-    def _d_step(self, frames: torch.Tensor, fake: torch.Tensor, b: int, t: int) -> dict[str, torch.Tensor]:
+    def _d_step(self, real: torch.Tensor, fake: torch.Tensor, b: int, t: int) -> dict[str, torch.Tensor]:
         c = self.config
         self.d_img.requires_grad_(True)
         self.d_vid.requires_grad_(True)
         do_r1 = c.r1_gamma > 0 and self.step_count % c.r1_interval == 0
-        real = self.real_frames(frames).detach().requires_grad_(do_r1)  # [B*T, 3, r, r]
+        real = real.detach().requires_grad_(do_r1)  # [B*T, 3, r, r]
         real_clips = _as_clips(real, b, t)
         real_img_logits = self.d_img(real)
         real_vid_logits = self.d_vid(real_clips)
