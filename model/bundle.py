@@ -248,6 +248,7 @@ class Bundle:
     audio_encoder: AudioEncoder | None = None
     sound_inversion: SoundInversionEncoder | None = None
     predictor: LatentRNN | None = None
+    root: Path | None = None  # the directory it was loaded from (derived caches live beside it)
 
     @property
     def num_ws(self) -> int:
@@ -355,7 +356,7 @@ def load_bundle(
     root = Path(path)
     info = read_bundle_info(root)
     wanted = _check_parts(parts)
-    bundle = Bundle(info=info)
+    bundle = Bundle(info=info, root=root)
     for part in wanted:
         if part == "clip" and info.clip_source["kind"] == "openclip":
             weights = _resolve_clip_weights(root, info.clip_source["weights"])

@@ -48,6 +48,8 @@ __all__ = [
     "MixSlot",
     "MixGroups",
     "GroupGains",
+    "BandPulse",
+    "Rhythm",
     "Controls",
     "CONTROL_SPECS",
     "get_path",
@@ -322,6 +324,51 @@ class GroupSmoothing(_Validated):
     fine: float = _ctl(0.0, FloatSpec(0.0, 0.99, "extra smoothing of the fine layers"))
 
 
+LAYER_GROUPS = ("coarse", "mid", "fine")
+QUANTIZE_MODES = ("off", "beat", "bar")
+TEMPO_SOURCES = ("audio", "tap", "external")
+
+
+@dataclass(frozen=True)
+class BandPulse(_Validated):
+    """The pulse of one audio band: how big, and which W+ layer group it moves."""
+
+    gain: float = _ctl(1.0, FloatSpec(0.0, 4.0, "size of this band's pulse"))
+    group: str = _ctl("coarse", ChoiceSpec(LAYER_GROUPS, "layer group this band's onsets push"))
+
+
+@dataclass(frozen=True)
+class LowPulse(BandPulse):
+    group: str = _ctl("coarse", ChoiceSpec(LAYER_GROUPS, "layer group the low band (kick, bass) pushes"))
+
+
+@dataclass(frozen=True)
+class MidPulse(BandPulse):
+    gain: float = _ctl(0.6, FloatSpec(0.0, 4.0, "size of this band's pulse"))
+    group: str = _ctl("mid", ChoiceSpec(LAYER_GROUPS, "layer group the mid band (snare, voice) pushes"))
+
+
+@dataclass(frozen=True)
+class HighPulse(BandPulse):
+    gain: float = _ctl(0.35, FloatSpec(0.0, 4.0, "size of this band's pulse"))
+    group: str = _ctl("fine", ChoiceSpec(LAYER_GROUPS, "layer group the high band (hats, cymbals) pushes"))
+
+
+@dataclass(frozen=True)
+class Rhythm(_Validated):
+    """The rhythm layer: band onsets pulse the picture, changes can land on the beat."""
+
+    amount: float = _ctl(2.5, FloatSpec(0.0, 6.0, "overall size of the beat pulses (0 = off)"))
+    attack: float = _ctl(0.01, FloatSpec(0.0, 0.5, "pulse attack time (s)"))
+    release: float = _ctl(0.08, FloatSpec(0.01, 2.0, "pulse release time (s)"))
+    low: LowPulse = _nested(LowPulse)
+    mid: MidPulse = _nested(MidPulse)
+    high: HighPulse = _nested(HighPulse)
+    offbeat: float = _ctl(0.3, FloatSpec(0.0, 1.0, "size of pulses off the beat (1 = every onset alike)"))
+    quantize: str = _ctl("off", ChoiceSpec(QUANTIZE_MODES, "seed/prompt/mix/preset changes land on the next beat or bar"))
+    tempo_source: str = _ctl("audio", ChoiceSpec(TEMPO_SOURCES, "tempo from the audio, tap tempo, or an external clock"))
+
+
 @dataclass(frozen=True)
 class Controls(_Validated):
     """The whole performer-facing state. Immutable; valid by construction."""
@@ -345,6 +392,7 @@ class Controls(_Validated):
     size: int | str = _ctl("native", SizeSpec(64, 1024, "output size (px) or 'native'"))
     noise_mode: str = _ctl("const", ChoiceSpec(NOISE_MODES, "StyleGAN noise inputs"))
     paused: bool = _ctl(False, BoolSpec("freeze the picture"))
+    rhythm: Rhythm = _nested(Rhythm)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,23 +13,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from model.bundle import Bundle
-from vjapp.audio import AudioSource, resample, to_mono
+from vjapp.audio import AudioSource, FilePlayer, resample, to_mono
+from vjapp.audio.rhythm import BeatClock, RhythmAnalyzer, RhythmSnapshot, TapTempo
 from vjapp.engine.controls import Controls
 from vjapp.engine.frames import resolve_device, resolve_dtype
 from vjapp.engine.interp import Clock, FramePacer, WallClock
 from vjapp.engine.mailbox import LatestSlot, Mailbox
 from vjapp.engine.pipeline import PipelineConfig
+from vjapp.engine.quantize import ChangeQuantizer
 from vjapp.engine.show import Show, ShowConfig
 from vjapp.engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
+
+
+class _NoTempo:
+    """The audio tracker's place before any audio arrived."""
+
+    name = "audio"
+
+    def beat_at(self, t: float) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class Frame:
     image: np.ndarray  # [H, W, 3] uint8
     index: int  # display frame number
     t: float  # engine clock time the frame represents (s)
-    latency_ms: float  # newest audio used -> frame ready
+    latency_ms: float  # sound in (the audio this frame reacted to entered the ring) -> frame ready
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,17 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._frame_index = 0
+        # the rhythm layer: analysis of the main source's newest audio, tempo, quantised changes
+        self.tap = TapTempo()
+        self.rhythm: LatestSlot[RhythmSnapshot] = LatestSlot()
+        self._analyzer: RhythmAnalyzer | None = None
+        self.beat_clock = BeatClock(_NoTempo(), self.tap)
+        self._rhythm_source: AudioSource | None = None
+        self._read_index = 0
+        self._last_read: float | None = None
+        # analysed hops waiting to be heard: (due time, band strengths, loudness, beat state)
+        self._hop_queue: deque[tuple[float, tuple[float, float, float], float, Any]] = deque()
+        self.quantizer = ChangeQuantizer()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -125,6 +148,10 @@ class Engine:
     def set_sources(self, sources: Sequence[AudioSource]) -> None:
         """Swap the audio sources; the engine picks them up at its next model step."""
         self._sources.put(tuple(sources))
+
+    def tap_tempo(self) -> None:
+        """A tap (button, pad, OSC): any thread."""
+        self.tap.tap(self.clock.now())
 
     # ------------------------------------------------------------------ thread
     def _report(self, message: str) -> None:
@@ -173,6 +200,7 @@ class Engine:
         assert show is not None
         version, controls = self.controls.get()
         show.apply(controls, self.clock.now(), immediate=True)
+        shown = controls  # what the show plays (quantised picture changes may still be pending)
         pacer = FramePacer(controls.fps, self.clock)
         pacer.start()
         next_step = self.clock.now()
@@ -180,13 +208,21 @@ class Engine:
         while not self._stop.is_set():
             try:
                 newer = self.controls.get_if_newer(version)
+                step_dt = 1.0 / controls.model_rate
                 if newer is not None:
                     version, controls = newer
-                    show.apply(controls, self.clock.now())
+                    now = self.clock.now()
+                    self.beat_clock.choice = controls.rhythm.tempo_source
+                    shown = self.quantizer.submit(shown, controls, now, self.beat_clock.beat_at(now))
+                    show.apply(shown, now)
                     if controls.fps != pacer.fps:
                         pacer.set_fps(controls.fps)
-                step_dt = 1.0 / controls.model_rate
+                    step_dt = 1.0 / controls.model_rate
                 now = self.clock.now()
+                landing = self.quantizer.due(now, lead=step_dt)  # shown one model period later: on the beat
+                if landing is not None:
+                    shown = landing
+                    show.apply(shown, now, fade_s=min(0.25, 0.5 * step_dt + 0.1))
                 if now >= next_step:
                     result = show.model_step(now, self._windows(show))
                     mel = None if result.mel is None else result.mel.float().cpu().numpy()
@@ -197,10 +233,11 @@ class Engine:
                 tick = pacer.wait()
                 if self._stop.is_set():
                     break
-                delay = step_dt  # display one model period behind: always between two keyframes
-                image = show.frame_at(tick.deadline - delay)
+                heard_from = self._listen(show)  # the newest audio -> pulse envelopes, tempo
+                delay = step_dt  # semantic layer one model period behind: always between two keyframes
+                image = show.frame_at(tick.deadline - delay, show.pulse())
                 done = self.clock.now()
-                latency_ms = (done - (tick.deadline - delay)) * 1e3
+                latency_ms = (done - heard_from) * 1e3
                 self.stats.record_latency(latency_ms)
                 if tick.skipped:
                     self.stats.count("dropped_frames", tick.skipped)
@@ -217,6 +254,59 @@ class Engine:
                 log.exception("engine iteration failed")
                 self._report(f"engine error: {exc}")
                 time.sleep(self.config.error_backoff_s)
+
+    def _main_source(self) -> AudioSource | None:
+        _, sources = self._sources.get()
+        _, controls = self.controls.get()
+        weights = list(controls.source_weights) + [0.0] * len(sources)
+        live = [(weights[i], i, s) for i, s in enumerate(sources) if weights[i] > 0.0]
+        return max(live, key=lambda x: (x[0], -x[1]))[2] if live else None
+
+    def _listen(self, show: Show) -> float:
+        """Feed the main source's audio since the last frame to the rhythm analysis and the pulse
+        envelopes; returns the mean engine time at which that audio entered the ring (so the frame's
+        latency is measured sound in -> frame out; the newest moment when there was no new audio).
+
+        A file played to the speakers is heard ``latency`` after it enters the ring: its hops are
+        applied that much later, so the picture moves with what the audience hears.
+        """
+        now = self.clock.now()
+        src = self._main_source()
+        if src is None:
+            show.pulses.decay(now - (self._last_read or now), show.controls.rhythm.release)
+            self._last_read = now
+            return now
+        rate = int(src.sample_rate)
+        if src is not self._rhythm_source or self._analyzer is None or self._analyzer.sample_rate != rate:
+            self._rhythm_source = src
+            self._analyzer = RhythmAnalyzer(rate)
+            self.beat_clock.audio = self._analyzer
+            self._read_index = src.ring.write_index
+            self._hop_queue.clear()
+            self._last_read = now
+        analyzer = self._analyzer
+        got = src.ring.read_since(self._read_index, max_frames=rate)  # at most a second per frame
+        self._read_index = got.end
+        prev = self._last_read if self._last_read is not None else now
+        self._last_read = now
+        hops = analyzer.feed(to_mono(got.data), now) if got.data.shape[0] else []
+        heard_delay = 0.0
+        if isinstance(src, FilePlayer):
+            status = src.status
+            heard_delay = float(status.latency or 0.0) if not status.fallback else 0.0
+        loud = analyzer.onsets.loudness("fast") ** (2.0 * max(show.controls.loudness_reactivity, 0.0))
+        for h in hops:
+            beat = self.beat_clock.beat_at(analyzer.from_stream(h.t))
+            self._hop_queue.append((now + heard_delay, h.strength, loud, beat))
+        due = []
+        while self._hop_queue and self._hop_queue[0][0] <= now:
+            due.append(self._hop_queue.popleft())
+        if due:
+            show.listen([d[1] for d in due], analyzer.onsets.hop_s, loud, [d[3] for d in due])
+        else:
+            show.pulses.decay(now - prev, show.controls.rhythm.release)
+        self.rhythm.publish(analyzer.snapshot(now, self.beat_clock))
+        return 0.5 * (prev + now) + heard_delay if hops else now
 
     def _windows(self, show: Show) -> list[torch.Tensor]:
         """The newest audio window of each source, mono, at the model's rate."""

@@ -181,24 +181,28 @@ class Crossfade:
         self._to = initial.clone()
         self._t0 = 0.0
         self.seconds = float(seconds)
+        self._fade = self.seconds  # length of the glide under way
         self._out = initial.clone()
 
     @property
     def target(self) -> Latent:
         return self._to
 
-    def set_target(self, latent: Latent, now: float, immediate: bool = False) -> None:
-        """Glide to ``latent`` from wherever the fade is at ``now`` (or jump there at once)."""
+    def set_target(self, latent: Latent, now: float, immediate: bool = False, seconds: float | None = None) -> None:
+        """Glide to ``latent`` from wherever the fade is at ``now`` (or jump there at once), over
+        ``seconds`` (default: the fade's own length)."""
         if torch.equal(latent, self._to) and not immediate:
             return
         self._from.copy_(latent if immediate else self.value(now))
         self._to = latent.clone()
         self._t0 = now
+        self._fade = self.seconds if seconds is None else float(seconds)
 
     def value(self, now: float) -> Latent:
-        if self.seconds <= 0:
+        fade = self._fade
+        if fade <= 0:
             return self._to
-        s = min(max((now - self._t0) / self.seconds, 0.0), 1.0)
+        s = min(max((now - self._t0) / fade, 0.0), 1.0)
         s = s * s * (3.0 - 2.0 * s)
         return torch.lerp(self._from, self._to, s, out=self._out)
 

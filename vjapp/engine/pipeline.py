@@ -7,20 +7,24 @@ the predictor's state and an offset from the base latent between steps:
 
     Δ      = Σ_i weight_i · E_a(mel_i)                     several sources mix (Sound2Scene)
     ŵ, h   = RNN(h, (base + o) + Δ)                        eq. 4-5: the model's next latent
-    scale  = gain · loudness^reactivity                    loudness sets the size of the change
-    o'     = o + scale · group_gain · (ŵ − (base + o))     the performer scales the model's step
+    o'     = o + gain · group_gain · (ŵ − (base + o))      the performer scales the model's step
     o'    *= (1 − leak)                                    the scene returns home in silence
     o      = s_g · o + (1 − s_g) · o'                       s_g = 1 − (1 − smoothing)(1 − group_smoothing_g)
-    W+     = mix(truncate(base + o))                       style mixing per group, truncation
+    level  ← envelope of loudness^reactivity               (fast attack, slower release)
+    W+     = mix(truncate(base + level · o))               loudness sets how far the picture goes
 
-so silence gives no motion, loud sound moves the picture in proportion, and hours of running
-keep every tensor the same size.
+Loudness scales the *distance* from the base latent, not only the speed of the step: with a
+leak and a bounded offset the recurrence settles at the same place whatever its rate, so a
+quiet sound used to end up moving the picture as far as a loud one. Now the same sound at a
+tenth of the amplitude goes a fraction of the way (Sound2Scene: louder sound, bigger change);
+silence gives no motion, and hours of running keep every tensor the same size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Sequence
 
@@ -43,7 +47,10 @@ class PipelineConfig:
     leak: float = 0.04  # per-step pull of the offset back toward the base latent
     quiet_db: float = -55.0  # RMS loudness (dBFS) that counts as silence
     loud_db: float = -10.0  # RMS loudness that counts as full scale
-    max_offset: float = 8.0  # per-w L2 norm bound of the offset, a guard against runaway motion
+    max_offset: float = 4.0  # per-w L2 norm bound of the offset: half the spread of sampled w, so sound
+    # steers within reach of what the generator draws (8, the whole spread, drove it into colour fields)
+    level_attack: float = 0.3  # per-step smoothing of the loudness level when it rises (0 = instant)
+    level_release: float = 0.8  # ... and when it falls (about half a second at 10 steps/s)
 
 
 @dataclass
@@ -98,6 +105,7 @@ class SoundToLatent:
         self.window_samples = int(round(self.config.window_seconds * self.logmel.config.sample_rate))
         self.state = self.predictor.init_state(1, device)
         self.offset = torch.zeros(1, self.num_ws, self.w_dim, device=device)  # o, [1, L, C]
+        self.level = 0.0  # loudness envelope that scales how far the offset is shown
 
     @property
     def sample_rate(self) -> int:
@@ -107,6 +115,7 @@ class SoundToLatent:
     def reset(self) -> None:
         self.state.zero_()
         self.offset.zero_()
+        self.level = 0.0
 
     def _per_layer(self, groups: GroupGains | GroupSmoothing) -> torch.Tensor:
         """A coarse/mid/fine setting spread over the W+ layers: ``[1, L, 1]``."""
@@ -163,28 +172,33 @@ class SoundToLatent:
         """One recurrent step from what was heard; returns the W+ target."""
         loud = db_to_unit(heard.loudness_db, self.config.quiet_db, self.config.loud_db)
         r = controls.loudness_reactivity
-        scale = controls.gain * (loud**r if r > 0 else 1.0)
+        target_level = loud**r if r > 0 else 1.0
+        if not math.isfinite(heard.loudness_db):
+            target_level = 0.0  # silence or no source: nothing to react to
+        before = self.offset * self.level  # what was shown
 
         w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
         with self._stage("recurrent"):
             w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
-        change = (w_pred - w_prev) * (scale * self._per_layer(controls.group_gains))  # [1, L, C]
+        rate = controls.gain * (target_level if target_level > 0 else 0.0) ** 0.5
+        change = (w_pred - w_prev) * (rate * self._per_layer(controls.group_gains))  # [1, L, C]
         new_offset = (self.offset + change) * (1.0 - self.config.leak)
         new_offset = _clamp_rows(new_offset, self.config.max_offset)
         s = self._smoothing_mask(controls)  # [1, L, 1]
-        before = self.offset.clone()
         self.offset.mul_(s).add_(new_offset * (1.0 - s))
+        a = self.config.level_attack if target_level > self.level else self.config.level_release
+        self.level = a * self.level + (1.0 - a) * target_level
         if not bool(torch.isfinite(self.offset).all()):
             log.warning("non-finite latent offset; resetting the predictor")
             self.reset()
-        motion = float((self.offset - before).norm(dim=-1).mean())
+        motion = float((self.offset * self.level - before).norm(dim=-1).mean())
         ws = self.compose(base, controls, mix)
         return StepResult(ws=ws, loudness=loud, loudness_db=heard.loudness_db, motion=motion, mel=heard.mel)
 
     def compose(self, base: torch.Tensor, controls: Controls,
                 mix: Sequence[torch.Tensor | None] = (None, None, None)) -> torch.Tensor:
         """``truncate(base + offset)`` with the coarse/mid/fine groups mixed toward ``mix``."""
-        ws = truncate(base + self.offset[0], self.w_avg, controls.truncation_psi)  # [L, C]
+        ws = truncate(base + self.level * self.offset[0], self.w_avg, controls.truncation_psi)  # [L, C]
         slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
         for i, (slot, other) in enumerate(zip(slots, mix)):
             if other is None or slot.source_kind == "none" or slot.strength <= 0.0:

@@ -15,15 +15,31 @@ import numpy as np
 import torch
 
 from model.audio_features import LogMel
+from vjapp.audio.rhythm import BeatState
 from model.bundle import Bundle
 from vjapp.engine.controls import Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8
 from vjapp.engine.interp import LatentTimeline
 from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
 from vjapp.engine.pipeline import Heard, PipelineConfig, SoundToLatent, StepResult
+from vjapp.engine.pulses import LatentDirections, PulseEnvelopes, directions_for, pulse_offset
 from vjapp.engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
+
+PULSE_SHARPNESS = 2.0  # band strength ** this drives the pulse: strong onsets stand out from weak ones
+ON_BEAT_S = 0.07  # an onset this close to a beat of a confident clock counts as on the beat
+MIN_CONFIDENCE = 0.3  # below it the clock is not trusted to tell on- from off-beat
+
+
+def on_beat_weight(state: BeatState | None, offbeat: float) -> float:
+    """1 on the beat (within ON_BEAT_S, fading over as long again), ``offbeat`` elsewhere; 1 when
+    no confident tempo is known."""
+    if state is None or state.confidence < MIN_CONFIDENCE:
+        return 1.0
+    d = min(state.phase, 1.0 - state.phase) * state.period  # seconds to the nearest beat
+    x = min(max((d - ON_BEAT_S) / ON_BEAT_S, 0.0), 1.0)
+    return 1.0 - x * (1.0 - offbeat)
 
 
 @dataclass
@@ -78,16 +94,19 @@ class Show:
                                        mode=self.config.interp)  # type: ignore[arg-type]
         self.controls = Controls()
         self._mix: list[torch.Tensor | None] = [None, None, None]
+        # the rhythm layer: the generator's own directions, pushed by band envelopes at frame time
+        self.directions: LatentDirections = directions_for(G, getattr(bundle, "root", None)).to(device)
+        self.pulses = PulseEnvelopes()
         self.messages: list[str] = []  # user-facing notes (e.g. "no CLIP: prompts disabled")
 
     # ---------------------------------------------------------------- controls -> latents
-    def apply(self, controls: Controls, now: float, immediate: bool = False) -> None:
-        """Take new controls: retarget the base latent (crossfading unless ``immediate``),
-        resolve the mix sources, resize the output."""
+    def apply(self, controls: Controls, now: float, immediate: bool = False, fade_s: float | None = None) -> None:
+        """Take new controls: retarget the base latent (crossfading over ``fade_s``, default the
+        show's crossfade, unless ``immediate``), resolve the mix sources, resize the output."""
         self.controls = controls
         self._psi = controls.truncation_psi
         self.renderer.set_size(controls.size)
-        self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate)
+        self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate, fade_s)
         slots: tuple[MixSlot, ...] = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
         self._mix = [self._resolve_slot(s) for s in slots]
 
@@ -139,9 +158,10 @@ class Show:
 
     # ---------------------------------------------------------------- steps and frames
     def reset(self) -> None:
-        """Forget the motion so far: predictor state, latent offset and keyframes."""
+        """Forget the motion so far: predictor state, latent offset, pulses and keyframes."""
         self.sound.reset()
         self.timeline.clear()
+        self.pulses.reset()
 
     def model_step(self, now: float, windows: Sequence[torch.Tensor], heard: Heard | None = None) -> StepResult:
         """One sound step at time ``now`` (from ``windows``, or what was already ``heard``);
@@ -156,14 +176,43 @@ class Show:
         self.stats.tick_model()
         return result
 
-    def frame_at(self, t: float) -> np.ndarray:
-        """The uint8 frame ``[H, W, 3]`` for display time ``t``."""
-        return self.frames_at([t])[0]
+    # ---------------------------------------------------------------- rhythm layer
+    def listen(self, strengths: Sequence[Sequence[float]], hop_s: float, loudness: float,
+               beats: Sequence[BeatState | None] | None = None) -> None:
+        """Step the pulse envelopes over analysis hops: each hop's band strengths (0..1), scaled by
+        the fast loudness (0..1), so quiet sound pulses less than loud sound, and by where the hop
+        falls in the beat (``beats``: the clock's state at each hop), so onsets on the beat hit
+        hardest and off-beat ones pulse by ``rhythm.offbeat``."""
+        r = self.controls.rhythm
+        for i, strength in enumerate(strengths):
+            w = loudness * on_beat_weight(beats[i] if beats is not None else None, r.offbeat)
+            # strength^k: the strongest onsets (the kick) stand out from weaker ones
+            self.pulses.step([x ** PULSE_SHARPNESS * w for x in strength], hop_s, r.attack, r.release)
 
-    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
-        """Frames for several display times, synthesized as one batch (offline render)."""
+    def pulse(self) -> torch.Tensor | None:
+        """The W+ offset ``[num_ws, w_dim]`` of the pulses now (None when the rhythm layer is off)."""
+        r = self.controls.rhythm
+        if r.amount <= 0.0 or not self.pulses.value.any():
+            return None
+        groups = [("coarse", "mid", "fine").index(b.group) for b in (r.low, r.mid, r.high)]
+        return pulse_offset(self.pulses.value, (r.low.gain, r.mid.gain, r.high.gain), groups, r.amount,
+                            self.directions, self.sound.masks)
+
+    # ---------------------------------------------------------------- frames
+    def frame_at(self, t: float, pulse: torch.Tensor | None = None) -> np.ndarray:
+        """The uint8 frame ``[H, W, 3]`` for display time ``t``, plus a pulse offset."""
+        return self.frames_at([t], None if pulse is None else [pulse])[0]
+
+    def frames_at(self, times: Sequence[float],
+                  pulses: Sequence[torch.Tensor | None] | None = None) -> list[np.ndarray]:
+        """Frames for several display times, synthesized as one batch (offline render); each may
+        carry a pulse offset ``[num_ws, w_dim]`` (the rhythm layer) added to its W+."""
         with self.stats.stage("interpolate"):
             ws = torch.stack([self.timeline.sample(t) for t in times])  # [B, L, C]
+            if pulses is not None:
+                for i, p in enumerate(pulses):
+                    if p is not None:
+                        ws[i] += p
         with self.stats.stage("synthesis"):
             imgs = self.renderer.images(ws, self.controls.noise_mode)
         with self.stats.stage("to_uint8"):
