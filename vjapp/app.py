@@ -160,9 +160,10 @@ class AppContext:
 
     # ================================================================== messages
     def message(self, text: str, level: str = "info") -> None:
-        """Show ``text`` in the control window (any thread) and log it."""
-        getattr(log, "error" if level == "error" else "warning" if level == "warning" else "info")(text)
-        self.bridge.report(text, level)
+        """Show ``text`` in the control window (any thread) and log it: cut to a readable length,
+        and a repeat of the same kind within a couple of seconds only counted (the bridge logs
+        and shows one "N more messages like this" line for them)."""
+        self.bridge.report(text, level, logger=log)
 
     # ================================================================== bundle
     @property
