@@ -242,3 +242,124 @@ def test_gui_run_quits_after_the_time_given_and_writes_a_screenshot(qapp, qtbot,
     QTimer.singleShot(20, lambda: fired.append(1))
     qtbot.waitUntil(lambda: bool(fired), timeout=2000)  # the shared QApplication's event loops still run
     assert gui.run(default_args(size="100")) == 2  # a bad option: one clear error, no window
+
+
+def _bundle_shown_larger(tiny_bundle_dir: Path, dest: Path, output_size: int = 64) -> Path:
+    """A copy of the tiny bundle (32 px generator) whose display size ("native") is ``output_size``."""
+    import json
+    import shutil
+
+    shutil.copytree(tiny_bundle_dir, dest)
+    doc = json.loads((dest / "bundle.json").read_text())
+    doc["output_size"] = output_size
+    (dest / "bundle.json").write_text(json.dumps(doc))
+    return dest
+
+
+def _decoded_sizes(path: Path) -> list[tuple[int, int]]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [(f.height, f.width) for f in c.decode(video=0)]
+
+
+def test_a_take_records_what_the_output_shows_at_one_size_throughout(make_app, qtbot, tmp_path, tiny_bundle_dir):
+    """Item 4: "native" records the display size (64), not the generator's 32 px; a size change
+    mid-take keeps the take's size with the new picture scaled; a chosen size holds for a take."""
+    bundle = _bundle_shown_larger(tiny_bundle_dir, tmp_path / "shown64")
+    ctx = make_app(bundle=str(bundle), audio=str(_tone_file(tmp_path / "tone.wav")))
+    _wait_frames(qtbot, ctx, 3)
+    assert _frame(ctx).shape == (64, 64, 3)  # what the audience sees
+    ctx.set_recording(True)
+    qtbot.wait(800)
+    ctx.set_control("size", 128)  # the output grows mid-take
+    qtbot.waitUntil(lambda: _frame(ctx) is not None and _frame(ctx).shape == (128, 128, 3), timeout=10000)
+    qtbot.wait(800)
+    ctx.set_recording(False)
+    first = ctx.recorder_status()
+    sizes = _decoded_sizes(first.path)
+    assert len(sizes) >= 10 and set(sizes) == {(64, 64)}, sorted(set(sizes))
+    assert first.error is None and first.size == (64, 64) and first.frames_resized > 0
+    assert any("at 64x64" in t for _, t in ctx.window.messages)
+
+    ctx.window.record_size_combo.setCurrentText("256")  # a chosen recording size
+    ctx.set_recording(True)
+    qtbot.wait(600)
+    ctx.set_control("size", 64)
+    qtbot.wait(600)
+    ctx.set_recording(False)
+    second = ctx.recorder_status()
+    assert second.error is None and second.path != first.path
+    assert set(_decoded_sizes(second.path)) == {(256, 256)}
+
+
+def test_a_full_disk_says_so_once_per_failure_and_leaves_no_empty_file(make_app, qtbot, tmp_path, monkeypatch, caplog):
+    """Item 8: one message per failed take (panel and log), and pressing Record again on the full
+    disk leaves no 0-byte .mp4 behind."""
+    import logging
+
+    from disk_fixtures import FillingDisk
+
+    from vjapp.output import mp4 as mp4mod
+
+    caplog.set_level(logging.INFO)
+    room = {"bytes": 12_000}  # the first take fills the disk after a fragment or two
+    monkeypatch.setattr(mp4mod, "_open_output", lambda p: FillingDisk(p, room["bytes"]))
+    ctx = make_app(audio=str(_tone_file(tmp_path / "tone.wav")))
+    _wait_frames(qtbot, ctx, 3)
+    win = ctx.window
+
+    def press_record_until_it_fails() -> None:
+        qtbot.waitUntil(lambda: not win.record_button.isChecked(), timeout=5000)
+        qtbot.mouseClick(win.record_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: ctx.recorder_status().error is not None and not ctx._recording, timeout=20000)
+        qtbot.wait(300)  # let the panel drain
+
+    def errors_shown() -> list[str]:
+        return [t for level, t in win.messages if level == "error"]
+
+    def errors_logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    press_record_until_it_fails()
+    first = ctx.recorder_status()
+    assert "No space left on device" in first.error
+    assert len(errors_shown()) == 1 and "No space left on device" in errors_shown()[0]
+    assert len(errors_logged()) == 1
+    assert first.path.stat().st_size > 0 and probe_mp4(first.path)["video"]["frames"] > 0  # kept: it plays
+
+    room["bytes"] = 0  # still full when Record is pressed again
+    press_record_until_it_fails()
+    second = ctx.recorder_status()
+    assert second.path != first.path and second.file_removed
+    assert len(errors_shown()) == 2 and len(errors_logged()) == 2
+    assert sorted(p.name for p in (tmp_path / "rec").glob("*.mp4")) == [first.path.name]  # no empty file
+
+
+def test_a_storm_of_huge_bad_preset_names_over_osc_gives_a_few_short_lines(make_app, qtbot, tmp_path, caplog):
+    """Item 7: 100 garbage preset names of 60,000 characters over real UDP: the panel and the log
+    get the first error (the name cut to a readable length) and one "99 more like this" line."""
+    import logging
+
+    from pythonosc.udp_client import SimpleUDPClient
+
+    caplog.set_level(logging.INFO)
+    ctx = make_app(audio=str(_silent_file(tmp_path / "silence.wav")))
+    client = SimpleUDPClient("127.0.0.1", ctx.osc.port)
+    sent = 100
+    for i in range(sent):
+        client.send_message("/vjapp/preset", f"{i:03d}" + "x" * 60_000)
+        time.sleep(0.005)
+    qtbot.waitUntil(lambda: ctx.osc.stats()["actions"] == sent, timeout=20000)
+    deadline = time.monotonic() + 6.0  # the summary of the held-back ones comes after 2 s
+    while time.monotonic() < deadline and not any("more messages like this" in t for _, t in ctx.window.messages):
+        qtbot.wait(100)
+    qtbot.wait(300)
+    shown = [t for _, t in ctx.window.messages if "no preset named" in t]
+    panel = [line for line in ctx.window.log_view.toPlainText().splitlines() if "no preset named" in line]
+    logged = [r.getMessage() for r in caplog.records if "no preset named" in r.getMessage()]
+    for lines in (shown, panel, logged):
+        assert len(lines) == 2, [len(t) for t in lines]
+        assert max(len(t) for t in lines) < 400
+    assert "'000xxx" in shown[0] and "(60003 chars)" in shown[0]
+    assert shown[1].startswith(f"{sent - 1} more messages like this")

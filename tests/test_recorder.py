@@ -341,3 +341,32 @@ def test_default_recording_path_never_overwrites(tmp_path: Path) -> None:
     assert second == tmp_path / "vjapp-20261122-210509-2.mp4"
     second.touch()
     assert default_recording_path(tmp_path, now).name == "vjapp-20261122-210509-3.mp4"
+
+
+def test_a_disk_full_from_the_start_leaves_no_empty_file_and_reports_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk is already full when Record is pressed: one report through on_error, no ERROR
+    log line of its own (the handler reports it), and no 0-byte .mp4 left behind. A take stopped
+    before any frame leaves no file either."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(mp4mod, "_open_output", lambda p: FillingDisk(p, 0))
+    errors: list[str] = []
+    rec = Recorder(on_error=errors.append)
+    path = tmp_path / "full.mp4"
+    rec.start(path, 64, 64, FPS)
+    for i in range(5):
+        rec.submit(gray(i), i / FPS)
+    assert wait_for(lambda: rec.status().error is not None)
+    final = rec.stop()
+    assert not path.exists(), f"{path.stat().st_size}-byte file left behind"
+    assert final.file_removed
+    assert errors == [final.error] and "No space left on device" in final.error
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+    monkeypatch.undo()
+    rec.start(tmp_path / "nothing.mp4", 64, 64, FPS)
+    stopped = rec.stop()  # no frame came
+    assert stopped.error is None and stopped.file_removed and list(tmp_path.iterdir()) == []

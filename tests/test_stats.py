@@ -76,24 +76,24 @@ def test_rates_over_a_sliding_window() -> None:
 def test_counters_latency_gauges_and_snapshot_is_a_detached_json_dict() -> None:
     stats = EngineStats()
     snap0 = stats.snapshot()
-    assert snap0["counters"]["dropped_frames"] == 0
+    assert snap0["counters"]["skipped_frames"] == 0
     assert snap0["latency_ms"]["p50"] is None
-    stats.count("dropped_frames", 3)
+    stats.count("skipped_frames", 3)
     stats.count("osc_bad_packets")
     stats.gauge("recorder_queue", 2)
     for ms in (40.0, 50.0, 60.0):
         stats.record_latency(ms)
     snap = stats.snapshot()
     json.dumps(snap)  # JSON-friendly throughout
-    assert snap["counters"]["dropped_frames"] == 3 and snap["counters"]["osc_bad_packets"] == 1
+    assert snap["counters"]["skipped_frames"] == 3 and snap["counters"]["osc_bad_packets"] == 1
     assert snap["gauges"] == {"recorder_queue": 2.0}
     assert snap["latency_ms"]["p50"] == 50.0
-    snap["counters"]["dropped_frames"] = 999  # a caller's copy cannot touch the live stats
-    stats.count("dropped_frames")
-    assert stats.snapshot()["counters"]["dropped_frames"] == 4
-    assert snap0["counters"]["dropped_frames"] == 0  # an old snapshot does not change
+    snap["counters"]["skipped_frames"] = 999  # a caller's copy cannot touch the live stats
+    stats.count("skipped_frames")
+    assert stats.snapshot()["counters"]["skipped_frames"] == 4
+    assert snap0["counters"]["skipped_frames"] == 0  # an old snapshot does not change
     stats.reset()
-    assert stats.snapshot()["counters"]["dropped_frames"] == 0
+    assert stats.snapshot()["counters"]["skipped_frames"] == 0
 
 
 def test_name_cap_and_fixed_memory() -> None:
@@ -130,3 +130,36 @@ def test_stage_timer_overhead_is_small() -> None:
             pass
     per_call_us = (time.perf_counter() - t0) / n * 1e6
     assert per_call_us < 20.0  # ~1 us measured; bound generous for a shared CI machine
+
+
+def test_a_slow_engine_reads_its_real_rate_not_zero() -> None:
+    """Frames slower than one per rate window (a big bundle warming up on a CPU) still read as
+    their rate while they keep coming; only a real stall reads 0."""
+    clock = FakeNs()
+    stats = EngineStats(rate_window_s=2.0, clock_ns=clock)
+    for i in range(5):  # one frame every 2.5 s
+        clock.t = int(i * 2.5e9)
+        stats.tick_display()
+        clock.t += int(1e9)  # read a second after the frame
+        assert stats.snapshot()["display_fps"] == (0.0 if i == 0 else pytest.approx(0.4))
+    clock.t = int(4 * 2.5e9 + 4e9)  # the next frame is late: the rate falls with the wait
+    assert stats.snapshot()["display_fps"] == pytest.approx(0.25)
+    clock.t = int(4 * 2.5e9 + 8e9)  # three intervals and a window without a frame: stalled
+    assert stats.snapshot()["display_fps"] == 0.0
+
+
+def test_recent_counts_give_the_growth_over_the_last_seconds_and_restart_on_a_reset() -> None:
+    from vjapp.engine.stats import RecentCounts
+
+    recent = RecentCounts(window_s=10.0)
+    assert recent.share("skipped", "slots") is None
+    for t in range(0, 31):  # 30 s: 2 skipped of 60 slots a second for 20 s, then none
+        skipped = 2 * min(t, 20)
+        recent.add(float(t), {"skipped": skipped, "slots": 60 * t})
+    assert recent.span_s() == 10.0 and recent.increase("skipped") == 0 and recent.share("skipped", "slots") == 0.0
+    recent.add(31.0, {"skipped": 50, "slots": 1900})
+    assert recent.increase("skipped") == 10
+    recent.add(32.0, {"skipped": 1, "slots": 60})  # a new engine: its totals start again
+    assert recent.increase("skipped") == 0 and recent.span_s() == 0.0
+    recent.add(33.0, {"skipped": 4, "slots": 120})
+    assert recent.share("skipped", "slots") == pytest.approx(3 / 60)

@@ -370,3 +370,46 @@ def test_library_warnings_reach_the_message_panel(qtbot):
         ("warning", "vjapp.audio.testsource: no output device; feeding the ring from a wall clock"),
         ("error", "vjapp.audio.testsource: stream died"),
     ]
+
+
+def test_engine_and_record_boxes_name_each_frame_counter_and_show_its_recent_share(qtbot, tmp_path):
+    """Frames skipped by the engine to keep time, frames never painted and frames not recorded
+    read as three different things, each with its share of the last seconds; the painted rate
+    is not 0.0 while frames arrive in the first second."""
+    import re
+
+    from PyQt6.QtCore import QSettings
+
+    takes = [SimpleNamespace(recording=True, path=Path("/rec/take.mp4"), elapsed_s=10.0, frames_written=300,
+                             frames_dropped=0, size=(256, 256), error=None, file_removed=False),
+             SimpleNamespace(recording=True, path=Path("/rec/take.mp4"), elapsed_s=11.2, frames_written=330,
+                             frames_dropped=3, size=(256, 256), error=None, file_removed=False)]
+    backend = _FakeBackend()
+    backend.recorder_status = lambda: takes[0]  # type: ignore[method-assign]
+    out = OutputWindow()
+    qtbot.addWidget(out)
+    win = MainWindow(backend, out, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    for i in range(10):  # 30 fps for a third of a second
+        win.on_frame(SimpleNamespace(image=np.zeros((32, 32, 3), np.uint8), index=i))
+        qtbot.wait(33)
+
+    def snap(skipped: int, rendered: int, not_painted: int) -> dict:
+        return {"display_fps": 30.0, "model_fps": 10.0, "frames": {"display": rendered, "model": 0},
+                "counters": {"skipped_frames": skipped, "errors": 0}, "frames_not_painted": not_painted,
+                "latency_ms": {}, "stages": {}}
+
+    win.on_stats(snap(100, 1000, 150))
+    assert "painted 0.0 fps" not in win.stats_label.text()
+    assert 20.0 < win.display_fps < 40.0
+    win.refresh_status()
+    qtbot.wait(1200)
+    win.on_stats(snap(110, 1090, 160))  # 10 of the last 100 slots skipped, 10 of 90 frames not painted
+    text = win.stats_label.text()
+    assert re.search(r"skipped to keep time 110 \(10\.0% of the last \d s\)", text), text
+    assert re.search(r"not painted 160 \(11\.1% of the last \d s\)", text), text
+    assert "dropped" not in text
+    backend.recorder_status = lambda: takes[1]  # type: ignore[method-assign]
+    win.refresh_status()
+    record = win.record_label.text()
+    assert re.search(r"330 frames at 256x256 · not recorded 3 \(9\.1% of the last \d s\)", record), record

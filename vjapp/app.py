@@ -160,9 +160,10 @@ class AppContext:
 
     # ================================================================== messages
     def message(self, text: str, level: str = "info") -> None:
-        """Show ``text`` in the control window (any thread) and log it."""
-        getattr(log, "error" if level == "error" else "warning" if level == "warning" else "info")(text)
-        self.bridge.report(text, level)
+        """Show ``text`` in the control window (any thread) and log it: cut to a readable length,
+        and a repeat of the same kind within a couple of seconds only counted (the bridge logs
+        and shows one "N more messages like this" line for them)."""
+        self.bridge.report(text, level, logger=log)
 
     # ================================================================== bundle
     @property
@@ -497,21 +498,32 @@ class AppContext:
 
     # ================================================================== recording
     def set_recording(self, on: bool) -> None:
-        """Start or stop recording the output (and the audio heard) to ``record_dir``."""
+        """Start or stop recording the output (and the audio heard) to ``record_dir``.
+
+        A take records what the audience sees at one size from start to end: the size chosen in
+        the control window's Record box, else the output size when Record was pressed ("native"
+        is the bundle's display size, which may be larger than the generator's resolution).
+        Frames of another size (the output size changed mid-take) are scaled to it.
+        """
         rec = self.recorder
         if rec is None or on == self._recording:
             return
         if not on:
             self._recording = False
             status = rec.stop()
-            if status.error:
-                self.message(f"recording {status.path} ended with an error: {status.error}", "error")
-            else:
-                self.message(f"saved {status.path} ({status.elapsed_s:.1f} s, {status.frames_written} frames, "
-                             f"{status.frames_dropped} dropped)")
+            if status.error is not None:
+                return  # the failure was reported once, when it happened (_recorder_error)
+            if status.file_removed:
+                self.message("recording stopped before the first frame: nothing saved")
+                return
+            w, h = status.size or (0, 0)
+            self.message(f"saved {status.path} ({status.elapsed_s:.1f} s, {status.frames_written} frames at "
+                         f"{w}x{h}, {status.frames_dropped} not recorded)")
             return
         _, controls = self.controls.get()
-        size = self.bundle.info.resolution if controls.size == "native" else int(controls.size)
+        output = self.bundle.info.display_size if controls.size == "native" else int(controls.size)
+        chosen = self.window.chosen_record_size() if self.window is not None else None
+        size = chosen or output
         src = self.source
         path = default_recording_path(self.record_dir)
         try:
@@ -525,13 +537,16 @@ class AppContext:
             self.message(f"cannot record: {exc}", "error")
             return
         self._recording = True
-        self.message(f"recording to {path}")
+        self.message(f"recording to {path} at {size}x{size}")
 
     def recorder_status(self) -> RecorderStatus:
         return self.recorder.status() if self.recorder is not None else RecorderStatus()
 
     def _recorder_error(self, text: str) -> None:
-        self.message(f"recording failed: {text}", "error")
+        """Recorder thread: the take failed (disk full, ...). One message says so; the button follows."""
+        removed = self.recorder is not None and self.recorder.status().file_removed
+        self.message(f"recording failed: {text}" + ("; nothing reached the disk, so no file was kept" if removed else ""),
+                     "error")
         self.invoker.call(lambda: setattr(self, "_recording", False))
 
     # ================================================================== OSC

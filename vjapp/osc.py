@@ -89,6 +89,7 @@ from vjapp.engine.controls import (
     set_path,
 )
 from vjapp.engine.mailbox import Mailbox
+from vjapp.messages import quote, shorten
 
 __all__ = [
     "PREFIX",
@@ -395,6 +396,9 @@ class OscError(RuntimeError):
     """The OSC server cannot start (port busy, bad host) or was misused."""
 
 
+_LOG_ARG_CHARS = 200  # the most of one argument of an OSC log line
+
+
 class _RateLimitedLog:
     """At most one log record per key every ``interval`` seconds, saying how many were skipped."""
 
@@ -412,7 +416,9 @@ class _RateLimitedLog:
         skipped = self._skipped.pop(key, 0)
         self._last[key] = now
         suffix = f" ({skipped} similar suppressed)" if skipped else ""
-        self._log.log(level, msg + suffix, *args, exc_info=exc_info)
+        # arguments often quote what came in (an address, an error naming a value): cut them
+        short = tuple(shorten(str(a), _LOG_ARG_CHARS) if isinstance(a, (str, BaseException)) else a for a in args)
+        self._log.log(level, msg + suffix, *short, exc_info=exc_info)
 
 
 _COUNTERS = (
@@ -616,14 +622,14 @@ class OscServer:
             except Exception:
                 self._count("errors")
                 self._rlog(
-                    logging.ERROR, "dispatch", "OSC message %.80r failed", address, exc_info=True
+                    logging.ERROR, "dispatch", "OSC message %s failed", quote(address), exc_info=True
                 )
 
     def _dispatch(self, address: str, params: list[Any]) -> None:
         row = ADDRESSES.get(address)  # exact lookup: patterns are never expanded
         if row is None:
             self._count("unknown_address")
-            self._rlog(logging.DEBUG, "unknown", "OSC: unknown address %.80r", address)
+            self._rlog(logging.DEBUG, "unknown", "OSC: unknown address %s", quote(address))
             return
         try:
             if row.path is not None:

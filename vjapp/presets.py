@@ -48,6 +48,7 @@ from vjapp.engine.controls import (
     set_path,
 )
 from vjapp.engine.mailbox import Mailbox
+from vjapp.messages import QUOTE_CHARS, quote, shorten
 
 __all__ = [
     "PRESET_FORMAT",
@@ -87,7 +88,7 @@ def check_name(name: Any) -> str:
     """A valid preset name (also its file name): 1-64 of letters, digits, space ``_ . -``."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.endswith((" ", ".")):
         raise PresetError(
-            f"invalid preset name {name!r}: use 1-64 letters, digits, spaces, '_', '.', '-' "
+            f"invalid preset name {quote(name)}: use 1-64 letters, digits, spaces, '_', '.', '-' "
             "(starting with a letter or digit)"
         )
     return name
@@ -115,7 +116,7 @@ def _flatten(data: Any, prefix: str, where: str, out: dict[str, Any]) -> None:
             try:
                 clean = spec.coerce(path, value)
             except ControlError as exc:
-                raise PresetError(f"{where}: field {path!r}: {exc}") from None
+                raise PresetError(f"{where}: field {quote(path)}: {shorten(str(exc), QUOTE_CHARS * 2)}") from None
             if isinstance(spec, (FloatSpec, IntSpec)) and isinstance(value, numbers.Real):
                 if float(clean) != float(value) and clean != round(value):
                     log.warning("%s: %s = %r clamped to %r", where, path, value, clean)
@@ -123,7 +124,7 @@ def _flatten(data: Any, prefix: str, where: str, out: dict[str, Any]) -> None:
         elif path in _GROUPS:
             _flatten(value, path + ".", where, out)
         else:
-            raise PresetError(f"{where}: unknown control {path!r}")
+            raise PresetError(f"{where}: unknown control {quote(path)}")
 
 
 def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,14 +161,14 @@ class Preset:
     _values: Mapping[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        where = str(self.path) if self.path is not None else f"preset {self.name!r}"
+        where = str(self.path) if self.path is not None else f"preset {quote(self.name)}"
         check_name(self.name)
         if not isinstance(self.description, str):
             raise PresetError(f"{where}: description must be a string")
         if (isinstance(self.version, bool) or not isinstance(self.version, int)
                 or not 1 <= self.version <= PRESET_VERSION):
             raise PresetError(
-                f"{where}: preset version {self.version!r} not supported "
+                f"{where}: preset version {quote(self.version)} not supported "
                 f"(this vjapp reads version {PRESET_VERSION}; a newer vjapp may have written it)"
             )
         values = flatten_controls(self.controls, where)
@@ -186,7 +187,7 @@ class Preset:
             for path, value in self._values.items():
                 new = set_path(new, path, value)
         except ControlError as exc:  # cannot happen for a validated preset; never half-apply
-            raise PresetError(f"preset {self.name!r}: {exc}") from None
+            raise PresetError(f"preset {quote(self.name)}: {exc}") from None
         return new
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,14 +205,14 @@ class Preset:
         cls, data: Any, name: str, *, path: Path | None = None, user: bool = False
     ) -> "Preset":
         """A preset from its parsed JSON document; ``name`` wins over the document's ``name``."""
-        where = str(path) if path is not None else f"preset {name!r}"
+        where = str(path) if path is not None else f"preset {quote(name)}"
         if not isinstance(data, Mapping):
             raise PresetError(f"{where}: a preset must be a JSON object, got {type(data).__name__}")
         unknown = sorted(str(k) for k in set(data) - _TOP_KEYS)
         if unknown:
             raise PresetError(f"{where}: unknown key(s) {unknown}; expected {sorted(_TOP_KEYS)}")
         if data.get("format", PRESET_FORMAT) != PRESET_FORMAT:
-            raise PresetError(f"{where}: format {data.get('format')!r} is not {PRESET_FORMAT!r}")
+            raise PresetError(f"{where}: format {quote(data.get('format'))} is not {PRESET_FORMAT!r}")
         if "controls" not in data:
             raise PresetError(f"{where}: missing 'controls'")
         return cls(
@@ -318,7 +319,7 @@ class PresetLibrary:
                     preset = folded[0] if len(folded) == 1 else None
                 if preset is None:
                     raise PresetError(
-                        f"no preset named {name_or_index!r}; have {list(self._presets)}"
+                        f"no preset named {quote(name_or_index)}; have {list(self._presets)}"
                     )
                 return preset
             if isinstance(name_or_index, numbers.Integral) and not isinstance(name_or_index, bool):
@@ -327,7 +328,7 @@ class PresetLibrary:
                 if not 0 <= i < len(names):
                     raise PresetError(f"preset index {i} out of range ({len(names)} presets)")
                 return self._presets[names[i]]
-            raise PresetError(f"a preset is chosen by name or index, got {name_or_index!r}")
+            raise PresetError(f"a preset is chosen by name or index, got {quote(name_or_index)}")
 
     def index(self, name: str) -> int:
         """The index of a preset name in :meth:`names`."""
@@ -335,7 +336,7 @@ class PresetLibrary:
         try:
             return names.index(self.get(name).name)
         except ValueError:  # removed between the two calls
-            raise PresetError(f"no preset named {name!r}") from None
+            raise PresetError(f"no preset named {quote(name)}") from None
 
     def apply(self, name_or_index: str | int, controls: Controls) -> Controls:
         """``controls`` with the preset applied (a new value; put it into the mailbox)."""
@@ -368,7 +369,7 @@ class PresetLibrary:
                 raise
         except OSError as exc:
             reason = exc.strerror or exc
-            raise PresetError(f"cannot save preset {name!r} to {path}: {reason}") from None
+            raise PresetError(f"cannot save preset {quote(name)} to {path}: {reason}") from None
         self.reload()
         return path
 
@@ -377,9 +378,9 @@ class PresetLibrary:
         with self._lock:
             preset = self._presets.get(name)
         if preset is None:
-            raise PresetError(f"no preset named {name!r}")
+            raise PresetError(f"no preset named {quote(name)}")
         if not preset.user or preset.path is None:
-            raise PresetError(f"{name!r} is a shipped preset; only user presets can be deleted")
+            raise PresetError(f"{quote(name)} is a shipped preset; only user presets can be deleted")
         try:
             preset.path.unlink()
         except OSError as exc:

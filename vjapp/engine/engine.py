@@ -240,7 +240,7 @@ class Engine:
                 latency_ms = (done - heard_from) * 1e3
                 self.stats.record_latency(latency_ms)
                 if tick.skipped:
-                    self.stats.count("dropped_frames", tick.skipped)
+                    self.stats.count("skipped_frames", tick.skipped)
                 frame = Frame(image, self._frame_index, tick.deadline, latency_ms)
                 self._frame_index += 1
                 self.frames.publish(frame)

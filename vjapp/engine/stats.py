@@ -2,11 +2,16 @@
 
 :class:`EngineStats` keeps, in fixed-size rings allocated once per name:
 
-* display and model frame rates over a sliding time window (from tick timestamps);
+* display and model frame rates over a sliding time window (from tick timestamps; over the
+  ticks since the start while fewer than a window have passed, and from the newest interval
+  when frames come slower than one per window, so a visible picture never reads 0.0 fps);
 * milliseconds per named stage (``"mel"``, ``"encoders"``, ``"recurrent"``, ``"synthesis"``,
   ``"to_uint8"``, ...) as an EMA and as p50/p90 over the last ``window`` samples;
 * audio-to-frame latency (ms), the same way;
-* integer counters (dropped frames, overflows, errors ...) and float gauges (queue fill ...).
+* integer counters (frames skipped to keep time, overflows, errors ...) and float gauges.
+
+:class:`RecentCounts` turns cumulative counters (from snapshots, the bridge, the recorder) into
+what happened over the last seconds, for rates beside the totals.
 
 The engine thread writes; any thread may call :meth:`EngineStats.snapshot`, which returns a fresh
 plain dict (JSON-ready, nothing shared with the live rings). Timing a stage is
@@ -24,9 +29,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["EngineStats", "StageTimer"]
+__all__ = ["EngineStats", "RateMeter", "RecentCounts", "StageTimer"]
 
-DEFAULT_COUNTERS = ("dropped_frames", "late_frames", "skipped_frames", "audio_overflows", "errors")
+# skipped_frames: display slots the engine skipped to keep time (it fell a whole period behind)
+DEFAULT_COUNTERS = ("skipped_frames", "late_frames", "audio_overflows", "errors")
+STALL_INTERVALS = 3.0  # no tick for this many of the newest intervals (and a window): stalled
 
 
 class _Series:
@@ -66,7 +73,7 @@ class _Series:
         }
 
 
-class _RateMeter:
+class RateMeter:
     """Timestamps (ns) of the newest ``capacity`` ticks; rate over a trailing time window."""
 
     __slots__ = ("stamps", "capacity", "count", "_i")
@@ -82,25 +89,75 @@ class _RateMeter:
         self._i = (self._i + 1) % self.capacity
         self.count += 1
 
+    def _stamp(self, back: int) -> int:
+        """The ``back``-th newest stamp (1 = newest)."""
+        return self.stamps[(self._i - back) % self.capacity]
+
     def rate(self, now_ns: int, window_ns: int) -> float:
-        """Ticks per second among the ticks of the last ``window_ns`` (0 when stalled)."""
+        """Ticks per second over the ticks of the last ``window_ns`` (all of them while fewer than
+        a window have passed since the first); from the newest interval when ticks come slower
+        than one per window; 0 once stalled (no tick for a window and STALL_INTERVALS intervals)."""
         n = min(self.count, self.capacity)
         if n < 2:
             return 0.0
-        newest = self.stamps[(self._i - 1) % self.capacity]
-        if now_ns - newest > window_ns:
+        newest = self._stamp(1)
+        interval = newest - self._stamp(2)
+        since = now_ns - newest
+        if since > max(window_ns, STALL_INTERVALS * interval):
             return 0.0
         oldest = newest
         k = 1
         for j in range(2, n + 1):  # walk back from the newest while inside the window
-            t = self.stamps[(self._i - j) % self.capacity]
+            t = self._stamp(j)
             if now_ns - t > window_ns:
                 break
             oldest = t
             k += 1
-        if k < 2 or newest == oldest:
-            return 0.0
-        return (k - 1) * 1e9 / (newest - oldest)
+        if k >= 2 and newest > oldest:
+            return (k - 1) * 1e9 / (newest - oldest)
+        # slower than one tick per window: the newest interval, stretched while the next is late
+        span = max(interval, since)
+        return 1e9 / span if span > 0 else 0.0
+
+
+class RecentCounts:
+    """How much cumulative counters grew over the last ``window_s`` seconds.
+
+    Feed it :meth:`add` ``(t, {name: total})`` as totals are read (a few times a second); ask
+    :meth:`increase` for the growth of one counter over the window and :meth:`span_s` for the time
+    it covers. A total that went down (a new engine, a new take) starts that counter afresh.
+    """
+
+    def __init__(self, window_s: float = 10.0, capacity: int = 256) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        self.window_s = float(window_s)
+        self.capacity = int(capacity)
+        self._samples: list[tuple[float, dict[str, int]]] = []
+
+    def add(self, t: float, totals: dict[str, int]) -> None:
+        """Totals read at time ``t`` (s, monotonic)."""
+        if self._samples and any(totals.get(k, 0) < v for k, v in self._samples[-1][1].items()):
+            self._samples.clear()  # a counter restarted: the older totals say nothing now
+        self._samples.append((float(t), {k: int(v) for k, v in totals.items()}))
+        while len(self._samples) > 2 and t - self._samples[1][0] >= self.window_s:
+            self._samples.pop(0)  # keep one sample at or before the window's start
+        del self._samples[: max(0, len(self._samples) - self.capacity)]
+
+    def increase(self, name: str) -> int:
+        """Growth of ``name`` over the window (0 with fewer than two samples)."""
+        if len(self._samples) < 2:
+            return 0
+        return self._samples[-1][1].get(name, 0) - self._samples[0][1].get(name, 0)
+
+    def span_s(self) -> float:
+        """Seconds between the oldest and the newest sample kept."""
+        return self._samples[-1][0] - self._samples[0][0] if len(self._samples) >= 2 else 0.0
+
+    def share(self, part: str, whole: str) -> float | None:
+        """``part``'s growth as a fraction of ``whole``'s over the window; None when nothing grew."""
+        total = self.increase(whole)
+        return self.increase(part) / total if total > 0 else None
 
 
 class StageTimer:
@@ -161,8 +218,8 @@ class EngineStats:
         self._clock_ns = clock_ns
         self._lock = threading.Lock()
         self._t_start = clock_ns()
-        self._display = _RateMeter(1024)
-        self._model = _RateMeter(1024)
+        self._display = RateMeter(1024)
+        self._model = RateMeter(1024)
         self._latency = _Series(self.window, self.ema_alpha)
         self._stages: dict[str, _Series] = {}
         self._timers: dict[str, StageTimer] = {}
@@ -237,8 +294,8 @@ class EngineStats:
         """Forget all samples and counters (names and storage are kept)."""
         with self._lock:
             self._t_start = self._clock_ns()
-            self._display = _RateMeter(self._display.capacity)
-            self._model = _RateMeter(self._model.capacity)
+            self._display = RateMeter(self._display.capacity)
+            self._model = RateMeter(self._model.capacity)
             self._latency = _Series(self.window, self.ema_alpha)
             for name in self._stages:
                 fresh = _Series(self.window, self.ema_alpha)

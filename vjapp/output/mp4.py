@@ -265,7 +265,8 @@ class Mp4Writer:
             reason = os.strerror(exc.errno)
         else:
             reason = str(exc)
-        log.error("recording to %s failed: %s", self.path, reason)
+        # raised to the caller, who reports it once (a log line here would say it a second time)
+        log.debug("recording to %s failed: %s", self.path, reason)
         return RecordingError(f"recording to {self.path} failed: {reason}")
 
     def _mux(self, packets: Any) -> None:

@@ -32,8 +32,11 @@ Frame size
 Failures
     A write error (disk full, device gone, encoder error: :class:`RecordingError`) or any other
     exception in the recorder thread ends the recording, keeps what reached the disk, and is
-    reported through ``on_error`` and :meth:`Recorder.status`; it never reaches the engine, whose
-    :meth:`Recorder.submit` calls simply return False from then on.
+    reported once: through ``on_error`` when there is a handler (else as one ERROR log line) and in
+    :meth:`Recorder.status`; it never reaches the engine, whose :meth:`Recorder.submit` calls
+    simply return False from then on. A file that holds no video fragment when its take ends
+    (the disk was full from the start, or the take stopped before any frame) plays nothing and is
+    deleted, so no empty ``.mp4`` is left behind (``file_removed`` in the status).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class RecorderStatus:
     bytes_written: size of the file on disk.
     frames_resized: frames scaled to the recording's size.
     audio_lost_s: ring samples lost because the recorder lagged (written as silence).
+    file_removed: the take ended with no video on disk, so its (empty) file was deleted.
+    size: the recording's frame size (width, height); every frame of the take has it.
     """
 
     recording: bool = False
@@ -92,6 +97,39 @@ class RecorderStatus:
     bytes_written: int = 0
     frames_resized: int = 0
     audio_lost_s: float = 0.0
+    file_removed: bool = False
+    size: tuple[int, int] | None = None
+
+    @property
+    def frames_offered(self) -> int:
+        """Frames handed to this take: written or not recorded."""
+        return self.frames_written + self.frames_dropped
+
+
+_FRAGMENT_SCAN_BYTES = 1 << 20  # the first fragment follows the small empty moov header
+
+
+def _has_video_fragment(path: Path) -> bool:
+    """Whether a fragmented MP4 holds at least one media fragment (a ``moof`` box near its start),
+    i.e. whether it plays anything."""
+    try:
+        with open(path, "rb") as f:
+            return b"moof" in f.read(_FRAGMENT_SCAN_BYTES)
+    except OSError:
+        return False
+
+
+def _remove_unplayable(path: Path) -> bool:
+    """Delete ``path`` if it exists but holds no video fragment; returns whether it was deleted."""
+    if not path.exists() or _has_video_fragment(path):
+        return False
+    try:
+        path.unlink()
+    except OSError as exc:
+        log.warning("could not remove the empty recording %s: %s", path, exc)
+        return False
+    log.info("removed %s: the take left no video in it", path)
+    return True
 
 
 def default_recording_path(folder: str | os.PathLike[str], now: _dt.datetime | None = None) -> Path:
@@ -296,11 +334,12 @@ class Recorder:
                     threads=self.encoder_threads,
                 )
             except RecordingError as exc:
-                self._set_status(RecorderStatus(path=path, error=str(exc)))
+                removed = _remove_unplayable(path)
+                self._set_status(RecorderStatus(path=path, error=str(exc), file_removed=removed))
                 raise
             session = _Session(path, self.queue_frames)
             worker = _Worker(self, session, writer, audio_ring, index, out_channels, t0)
-            self._set_status(RecorderStatus(recording=True, path=path), session)
+            self._set_status(RecorderStatus(recording=True, path=path, size=(writer.width, writer.height)), session)
             session.thread = threading.Thread(target=worker.run, name="vjapp-recorder", daemon=True)
             self._session = session
             session.thread.start()
@@ -414,6 +453,7 @@ class _Worker:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.error: str | None = None
+        self.file_removed = False
         self.bytes = 0
         self._last_stat = self.started
         self._last_state = self.started
@@ -442,10 +482,18 @@ class _Worker:
             self.session.accepting = False
             self.ended = time.monotonic()
             self._drain_uncounted()
-            self._publish(recording=False, stat=True)
+            self.file_removed = _remove_unplayable(self.session.path)
+            if self.file_removed:
+                self.bytes = 0
+            self._publish(recording=False, stat=not self.file_removed)
             if self.error is not None:
-                log.error("recording to %s stopped: %s", self.session.path, self.error)
+                if owner.on_error is None:  # else the handler reports it: one message per failure
+                    log.error("recording to %s stopped: %s", self.session.path, self.error)
+                else:
+                    log.info("recording to %s stopped: %s", self.session.path, self.error)
                 owner._notify_error(self.error)
+            elif self.file_removed:
+                log.info("recording %s stopped before any frame; nothing saved", self.session.path)
             else:
                 log.info("recording saved: %s (%d frames, %.1f s audio)", self.session.path,
                          self.writer.video_frames, self._audio_seconds())
@@ -556,5 +604,7 @@ class _Worker:
             bytes_written=self.bytes,
             frames_resized=self.resized,
             audio_lost_s=self.a_lost / self.rate if self.rate else 0.0,
+            file_removed=self.file_removed,
+            size=(self.writer.width, self.writer.height),
         )
         self.owner._set_status(status, s, other_drops)

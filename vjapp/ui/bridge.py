@@ -11,7 +11,9 @@ never took. Polling at 8 ms adds at most 8 ms of display latency, below one 60 H
 
 Messages (engine errors, source errors, notes from the app) may come from any thread; they go
 into a bounded deque (``report``) that the same timer drains, so a storm of errors cannot flood
-the event loop either. ``install_exception_hooks`` makes sure no exception in a Qt slot or a
+the event loop either. Each message is cut to :data:`~vjapp.messages.MESSAGE_CHARS` and repeats
+of one kind (:func:`~vjapp.messages.message_key`) pass at most once per ``repeat_interval_s``;
+the ones held back come as one "N more messages like this" line when the interval has passed. ``install_exception_hooks`` makes sure no exception in a Qt slot or a
 Python thread dies silently: it is logged and shown.
 
 Qt and numpy only: the engine is duck-typed (``frames``, ``analysis``, ``stats.snapshot()``).
@@ -30,11 +32,14 @@ from typing import Any, Callable, Protocol
 
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal, pyqtSlot
 
+from vjapp.messages import RepeatLimiter, message_key, shorten
+
 log = logging.getLogger(__name__)
 
 __all__ = ["EngineBridge", "EngineLike", "GuiInvoker", "LogToBridge", "install_exception_hooks"]
 
 INFO, WARNING, ERROR = "info", "warning", "error"
+_LOG_LEVELS = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
 
 
 class _Slot(Protocol):
@@ -67,8 +72,9 @@ class EngineBridge(QObject):
     message = pyqtSignal(str, str)
 
     def __init__(self, poll_ms: int = 8, stats_hz: float = 4.0, max_messages: int = 200,
-                 parent: QObject | None = None) -> None:
+                 repeat_interval_s: float = 2.0, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.repeats = RepeatLimiter(repeat_interval_s)
         self._engine: EngineLike | None = None
         self._frame_stamp = 0
         self._analysis_stamp = 0
@@ -100,12 +106,35 @@ class EngineBridge(QObject):
         self._timer.stop()
 
     # ------------------------------------------------------------------ from any thread
-    def report(self, text: str, level: str = ERROR) -> None:
-        """Queue a message for the GUI (thread-safe, never blocks for long, bounded)."""
+    def report(self, text: str, level: str = ERROR, logger: logging.Logger | None = None) -> bool:
+        """Queue a message for the GUI (thread-safe, never blocks for long, bounded).
+
+        The text is cut to a readable length; a repeat of a message of the same kind within
+        ``repeat_interval_s`` is held back and summarised later. With ``logger``, a message that
+        passes (and the summary of those held back) is also logged there, so the log and the panel
+        say the same once. Returns whether the message was shown now.
+        """
+        text = shorten(str(text))
+        if not self.repeats.admit(message_key(level, text), level, text, logger):
+            return False
+        if logger is not None:
+            logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
+        self._queue(level, text)
+        return True
+
+    def _queue(self, level: str, text: str) -> None:
         with self._lock:
             if len(self._messages) == self._messages.maxlen:
                 self._lost_messages += 1
-            self._messages.append((level, str(text)))
+            self._messages.append((level, text))
+
+    def flush_repeats(self) -> None:
+        """Queue (and log) one summary line per kind of message held back whose interval passed."""
+        for summary in self.repeats.due():
+            line = summary.line()
+            if summary.owner is not None:
+                summary.owner.log(_LOG_LEVELS.get(summary.level, logging.INFO), "%s", line)
+            self._queue(summary.level, line)
 
     def report_error(self, text: str) -> None:
         """``on_error`` callback for the engine (engine thread)."""
@@ -115,6 +144,7 @@ class EngineBridge(QObject):
     @pyqtSlot()
     def poll(self) -> None:
         """Emit what is new: messages, the newest frame, the newest analysis, stats when due."""
+        self.flush_repeats()
         with self._lock:
             pending = list(self._messages)
             self._messages.clear()
@@ -139,7 +169,8 @@ class EngineBridge(QObject):
         if now >= self._next_stats:
             self._next_stats = now + self._stats_period
             snap = engine.stats.snapshot()
-            snap["frames_not_shown"] = int(getattr(engine.frames, "dropped", 0))  # published, never taken
+            # published by this engine but overwritten before the GUI took one: never painted
+            snap["frames_not_painted"] = int(getattr(engine.frames, "dropped", 0))
             self.stats.emit(snap)
 
 

@@ -49,6 +49,7 @@ from PyQt6.QtWidgets import (
 
 from vjapp.engine.controls import CONTROL_SPECS, MAX_SEED, NOISE_MODES, SOURCE_KINDS, Controls, get_path
 from vjapp.engine.mailbox import Mailbox
+from vjapp.engine.stats import RateMeter, RecentCounts
 from vjapp.ui.output_window import SCALE_MODES, OutputWindow
 from vjapp.ui.scope import ScopePanel
 from vjapp.ui.widgets import ControlSlider
@@ -190,6 +191,19 @@ def _silently(widget: QWidget, fn: Callable[[], None]) -> None:
         widget.blockSignals(False)
 
 
+RATE_WINDOW_S = 10.0  # the counters' shares are over this many seconds
+FPS_WINDOW_S = 2.0  # the painted frame rate is over this many seconds (as the engine's)
+RECORD_SIZES = ("output size", "256", "512", "1024")  # the Record box's size choices
+
+
+def _recent_share(recent: RecentCounts, part: str, whole: str) -> str:
+    """`` (2.1% of the last 10 s)`` for a counter beside its total; empty before there is a span."""
+    share = recent.share(part, whole)
+    if share is None:
+        return ""
+    return f" ({100 * share:.1f}% of the last {recent.span_s():.0f} s)"
+
+
 def _fmt_time(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-:--"
@@ -215,9 +229,10 @@ class MainWindow(QMainWindow):
         self._seen_version = -1
         self.convert_job: ConvertJob | None = None
         self._last_stats: dict[str, Any] = {}
-        self._shown_t0 = time.monotonic()
-        self._shown_count = 0
-        self.display_fps = 0.0
+        self._painted = RateMeter(256)  # frames this window handed to the output window
+        self.display_fps = 0.0  # painted frames per second, as of the last stats update
+        self._engine_recent = RecentCounts(RATE_WINDOW_S)
+        self._take_recent = RecentCounts(RATE_WINDOW_S)
         self.messages: list[tuple[str, str]] = []  # (level, text), newest last (bounded)
 
         self.banner = QLabel()
@@ -526,7 +541,14 @@ class MainWindow(QMainWindow):
         self.record_label = QLabel("not recording")
         self.record_label.setWordWrap(True)
         self.record_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.record_size_combo = QComboBox()
+        self.record_size_combo.addItems(RECORD_SIZES)
+        self.record_size_combo.setToolTip("Frame size of the next take: every frame of it is scaled to this size")
+        size_row = QHBoxLayout()
+        size_row.addWidget(QLabel("Size"))
+        size_row.addWidget(self.record_size_combo, 1)
         inner.addWidget(self.record_button)
+        inner.addLayout(size_row)
         inner.addWidget(self.record_label)
         layout.addWidget(box)
 
@@ -763,27 +785,38 @@ class MainWindow(QMainWindow):
     def on_frame(self, frame: Any) -> None:
         """The bridge's ``frame`` signal: paint it in the output window."""
         self.output.set_frame(frame.image, frame.index)
-        self._shown_count += 1
-        now = time.monotonic()
-        if now - self._shown_t0 >= 1.0:
-            self.display_fps = self._shown_count / (now - self._shown_t0)
-            self._shown_t0, self._shown_count = now, 0
+        self._painted.add(time.perf_counter_ns())
+
+    def chosen_record_size(self) -> int | None:
+        """The size picked in the Record box, or None for the output size at the take's start."""
+        text = self.record_size_combo.currentText()
+        return int(text) if text.isdigit() else None
 
     def on_analysis(self, analysis: Any) -> None:
         self.scope.update_analysis(analysis)
 
     def on_stats(self, snap: dict[str, Any]) -> None:
+        """The bridge's ``stats`` signal: the Engine box. Each frame counter says what it counts,
+        with its share of the last RATE_WINDOW_S seconds beside the total."""
         self._last_stats = snap
+        self.display_fps = self._painted.rate(time.perf_counter_ns(), int(FPS_WINDOW_S * 1e9))
         lat = snap.get("latency_ms", {})
         counters = snap.get("counters", {})
         p50, p90 = lat.get("p50"), lat.get("p90")
         synth = snap.get("stages", {}).get("synthesis", {}).get("ema")
+        skipped = int(counters.get("skipped_frames", 0))
+        rendered = int(snap.get("frames", {}).get("display", 0))
+        not_painted = int(snap.get("frames_not_painted", 0))
+        recent = self._engine_recent
+        recent.add(time.monotonic(), {"skipped": skipped, "slots": skipped + rendered, "rendered": rendered,
+                                      "not_painted": not_painted})
         lines = [
             f"engine {snap.get('display_fps', 0.0):.1f} fps · model {snap.get('model_fps', 0.0):.1f} Hz · "
-            f"shown {self.display_fps:.1f} fps",
+            f"painted {self.display_fps:.1f} fps",
             "latency " + (f"{p50:.0f} ms (p90 {p90:.0f})" if p50 is not None else "-")
             + (f" · synthesis {synth:.1f} ms" if synth is not None else ""),
-            f"dropped {counters.get('dropped_frames', 0)} · not shown {snap.get('frames_not_shown', 0)} · "
+            f"skipped to keep time {skipped}{_recent_share(recent, 'skipped', 'slots')} · "
+            f"not painted {not_painted}{_recent_share(recent, 'not_painted', 'rendered')} · "
             f"errors {counters.get('errors', 0)}",
         ]
         self.stats_label.setText("\n".join(lines))
@@ -828,14 +861,26 @@ class MainWindow(QMainWindow):
         if self.record_button.isChecked() != recording:
             _silently(self.record_button, lambda: self.record_button.setChecked(recording))
         self.record_button.setText("■ Stop recording" if recording else "● Record")
-        if recording:
-            self.record_label.setText(f"REC {_fmt_time(rs.elapsed_s)} · {rs.frames_written} frames"
-                                      f" · dropped {rs.frames_dropped}\n{rs.path}")
-        elif getattr(rs, "path", None) is not None:
-            tail = f" · error: {rs.error}" if rs.error else ""
-            self.record_label.setText(f"last: {rs.path} ({_fmt_time(rs.elapsed_s)}, {rs.frames_written} frames){tail}")
+        self.record_label.setText(self._record_text(rs))
         self.osc_label.setText(b.osc_summary())
         self._refresh_presets()
+
+    def _record_text(self, rs: Any) -> str:
+        """The Record box's line: the take's time, frames, size and frames not recorded (with
+        their share of the last seconds), or the last take's file."""
+        if not getattr(rs, "recording", False) and getattr(rs, "path", None) is None:
+            return "not recording"
+        written, dropped = int(rs.frames_written), int(rs.frames_dropped)
+        size = getattr(rs, "size", None)
+        at = f" at {size[0]}x{size[1]}" if size else ""
+        if rs.recording:
+            self._take_recent.add(time.monotonic(), {"not_recorded": dropped, "offered": written + dropped})
+            return (f"REC {_fmt_time(rs.elapsed_s)} · {written} frames{at} · not recorded {dropped}"
+                    f"{_recent_share(self._take_recent, 'not_recorded', 'offered')}\n{rs.path}")
+        if getattr(rs, "file_removed", False):
+            return f"last take: nothing saved ({rs.error or 'stopped before the first frame'})"
+        tail = f" · error: {rs.error}" if rs.error else ""
+        return f"last: {rs.path} ({_fmt_time(rs.elapsed_s)}, {written} frames{at}, not recorded {dropped}){tail}"
 
     # ================================================================== state
     def save_settings(self) -> None:
@@ -846,6 +891,7 @@ class MainWindow(QMainWindow):
         settings.setValue("main/splitter", self.splitter.saveState())
         settings.setValue("output/geometry", self.output.saveGeometry())
         settings.setValue("output/scale_mode", self.output.scale_mode)
+        settings.setValue("record/size", self.record_size_combo.currentText())
         settings.sync()
 
     def restore_settings(self) -> None:
@@ -858,6 +904,9 @@ class MainWindow(QMainWindow):
         mode = settings.value("output/scale_mode")
         if mode in SCALE_MODES:
             self.output.set_scale_mode(str(mode))
+        size = settings.value("record/size")
+        if size in RECORD_SIZES:
+            self.record_size_combo.setCurrentText(str(size))
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self._follow_timer.stop()
