@@ -12,17 +12,21 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import queue
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from vjapp.audio import AudioDecodeError, decode_audio, resample, to_mono
+from vjapp.audio import AudioDecodeError, to_mono
+from vjapp.audio.stream import AudioStream, downmix_stereo, open_audio
 from vjapp.engine.controls import ControlError, Controls, size_from_text
 
 log = logging.getLogger(__name__)
@@ -31,11 +35,23 @@ FRAME_BATCH = 4  # frames synthesized per generator call (batching was ~15% fast
 HEAR_BATCH = 64  # model steps whose audio windows go through the mel + E_a in one batch
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where X says something: an option whose help says what its
+    absence means (``--bundle``, ``--model-rate``) keeps its own words, not "(default: None)";
+    an empty prompt and a flag's False are not shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default == "" or isinstance(action, argparse._StoreTrueAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = _HelpFormatter
     p.add_argument("input", help="audio file (WAV, FLAC, OGG, MP3, or a video's audio track)")
     p.add_argument("-o", "--output", required=True, help="MP4 file to write")
     p.add_argument("--bundle", default=None, help="bundle directory (default: the embedded default)")
-    p.add_argument("--prompt", default="", help="text prompt for the base latent")
+    p.add_argument("--prompt", default="", help="text prompt for the base latent (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the base latent")
     p.add_argument("--fps", type=float, default=30.0, help="video frames per second")
     p.add_argument("--size", default="native", help="output size in pixels (power of two) or 'native'")
@@ -61,6 +77,149 @@ class RenderReport:
         return self.seconds / self.wall_seconds if self.wall_seconds > 0 else math.inf
 
 
+class RenderInterrupted(Exception):
+    """The render was stopped (SIGINT/SIGTERM, or KeyboardInterrupt) after its output was finished:
+    ``kept`` is the playable file holding the ``rendered`` seconds, or None (nothing was written)."""
+
+    def __init__(self, signum: int, rendered: float, total: float, kept: Path | None) -> None:
+        self.signum, self.rendered, self.total, self.kept = signum, rendered, total, kept
+        where = f"wrote {kept} (playable, {rendered:.1f} s)" if kept else "no file written"
+        super().__init__(f"interrupted at {rendered:.1f} s of {total:.1f} s; {where}")
+
+
+class StopRequested(BaseException):
+    """Raised by the signal handlers :class:`SignalStop` installs (SIGTERM like SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SignalStop:
+    """SIGINT and SIGTERM as a clean stop of a render (install from the main thread).
+
+    Before the frames start (loading models) a signal raises :class:`StopRequested` at once.
+    While frames are rendered it only sets :attr:`signum`; the frame loop checks it between
+    batches and finishes the file, so no signal lands inside the encoder or the muxer.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.polled = False  # True while the frame loop checks signum itself
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if not self.polled:
+                raise StopRequested(signum)
+
+    def __enter__(self) -> SignalStop:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _Soundtrack:
+    """The input file, read in blocks as the render needs it: the pcm for the muxer (in order,
+    channels folded to stereo when there are more than 2) and the mono mix at the model's rate,
+    of which only the last ``keep`` samples before the oldest window still needed are kept.
+    Memory does not depend on the file's length."""
+
+    BLOCK_SECONDS = 1.0
+
+    def __init__(self, stream: AudioStream, model_rate: int) -> None:
+        import soxr
+
+        self.stream = stream
+        self.rate = stream.sample_rate
+        self.channels = stream.channels if stream.channels <= 2 else 2
+        self.model_rate = model_rate
+        self._resampler = None if model_rate == self.rate else \
+            soxr.ResampleStream(self.rate, model_rate, 1, dtype="float32", quality="HQ")
+        self._block = max(1024, int(self.BLOCK_SECONDS * self.rate))
+        self.read_frames = 0  # file frames read so far
+        self.eof = False
+        self._pcm: list[np.ndarray] = []  # pcm not yet handed to the muxer, in order
+        self._pcm_start = 0  # file frame of the first pending pcm sample
+        self._mono = np.zeros(0, np.float32)  # model-rate mono, samples [mono_start, mono_end)
+        self.mono_start = 0
+
+    @property
+    def mono_end(self) -> int:
+        return self.mono_start + self._mono.size
+
+    def _read_block(self) -> None:
+        block = self.stream.read(self._block)
+        last = block.shape[0] < self._block
+        if block.shape[0]:
+            self._pcm.append(block if block.shape[1] <= 2 else downmix_stereo(block))
+            self.read_frames += block.shape[0]
+        mono = to_mono(block)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=last)
+        if mono.size:
+            self._mono = np.concatenate([self._mono, mono])
+        self.eof = last
+
+    def mono_until(self, end: int) -> None:
+        """Read until the model-rate mono reaches sample ``end`` (or the file ends)."""
+        while self.mono_end < end and not self.eof:
+            self._read_block()
+
+    def frames_until(self, frame: int) -> None:
+        """Read until the file is read up to ``frame`` (or ends)."""
+        while self.read_frames < frame and not self.eof:
+            self._read_block()
+
+    def window(self, end: int, size: int) -> np.ndarray:
+        """Mono samples ``[end - size, end)`` at the model rate, zeros before the start; ``end``
+        is clamped to the end of the file, as the model hears silence after it."""
+        self.mono_until(end)
+        end = min(end, self.mono_end)
+        lo = max(0, end - size)
+        if lo < self.mono_start:
+            raise RuntimeError(f"model window at {lo} was dropped (kept from {self.mono_start})")
+        w = self._mono[lo - self.mono_start:end - self.mono_start]
+        return np.pad(w, (size - w.size, 0)) if w.size < size else w
+
+    def forget_mono_before(self, sample: int) -> None:
+        if sample > self.mono_start:
+            cut = min(sample, self.mono_end) - self.mono_start
+            self._mono = self._mono[cut:].copy()
+            self.mono_start += cut
+
+    def take_pcm(self, end: int) -> np.ndarray | None:
+        """Pcm frames from the last taken one up to ``end`` (file frames), or None if none."""
+        self.frames_until(end)
+        end = min(end, self.read_frames)
+        n = end - self._pcm_start
+        if n <= 0:
+            return None
+        pieces, got = [], 0
+        while got < n:
+            head = self._pcm[0]
+            k = min(n - got, head.shape[0])
+            pieces.append(head[:k])
+            got += k
+            if k == head.shape[0]:
+                self._pcm.pop(0)
+            else:
+                self._pcm[0] = head[k:]
+        self._pcm_start = end
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
 def render_file(
     input_path: str | Path,
     output_path: str | Path,
@@ -70,8 +229,15 @@ def render_file(
     dtype: str = "auto",
     model_rate: float | None = None,
     progress: bool = True,
+    stop: SignalStop | None = None,
 ) -> RenderReport:
-    """Render ``input_path`` to ``output_path``; raises AudioDecodeError, CheckpointError, RecordingError."""
+    """Render ``input_path`` to ``output_path``; raises AudioDecodeError, CheckpointError, RecordingError.
+
+    The audio is streamed (memory independent of its length). The MP4 is written to
+    ``OUTPUT.partial`` and moved into place when finished. Stopped by ``stop``'s signal (or a
+    KeyboardInterrupt) the file is finished as far as it got and moved into place, or removed if
+    it holds no frame; then :class:`RenderInterrupted` says which. On an error it is removed.
+    """
     from tqdm import tqdm
 
     from vjapp.bundles import SHOW_PARTS, open_bundle
@@ -82,69 +248,114 @@ def render_file(
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # denormals slow CPU convolutions several-fold (this thread only)
-    audio = decode_audio(input_path)
-    dev = resolve_device(device)
-    slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
-    needs_clip = bool(controls.prompt) or any(s.source_kind == "prompt" and s.prompt for s in slots)
-    bundle, where = open_bundle(bundle_path, dev, parts=None if needs_clip else SHOW_PARTS)
-    log.info("rendering with %s", where)
-    rate = float(model_rate or bundle.info.model_rate)
-    controls = controls.replace(model_rate=rate)
-    show = Show(bundle, dev, resolve_dtype(dtype, dev),
-                ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
-    show.resolve_prompts(controls)
-    show.apply(controls, 0.0, immediate=True)  # start on the requested picture, no fade-in
+    with open_audio(input_path) as stream:
+        if stream.channels > 2:
+            log.warning("%s: %d channels; the soundtrack folds all of them into stereo", stream.path,
+                        stream.channels)
+        dev = resolve_device(device)
+        slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
+        needs_clip = bool(controls.prompt) or any(s.source_kind == "prompt" and s.prompt for s in slots)
+        bundle, where = open_bundle(bundle_path, dev, parts=None if needs_clip else SHOW_PARTS)
+        log.info("rendering with %s", where)
+        rate = float(model_rate or bundle.info.model_rate)
+        controls = controls.replace(model_rate=rate)
+        show = Show(bundle, dev, resolve_dtype(dtype, dev),
+                    ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
+        show.resolve_prompts(controls)
+        show.apply(controls, 0.0, immediate=True)  # start on the requested picture, no fade-in
 
-    sr_model = show.sound.sample_rate
-    mono = torch.from_numpy(resample(to_mono(audio.samples), audio.sample_rate, sr_model))
-    fps = float(controls.fps)
-    n_frames = max(1, int(round(audio.duration * fps)))
-    size = show.renderer.size
-    step_dt = 1.0 / rate
-    window = show.sound.window_samples
-    weight = float(controls.source_weights[0])
-    heard: dict[int, Heard] = {}  # precomputed E_a of upcoming steps (E_a has no state: batch it)
-    next_step = 0  # index k of the next model step at k / rate
+        sr_model = show.sound.sample_rate
+        track = _Soundtrack(stream, sr_model)
+        fps = float(controls.fps)
+        n_estimate = max(1, int(round(stream.duration * fps)))  # the progress bar's total
+        size = show.renderer.size
+        step_dt = 1.0 / rate
+        window = show.sound.window_samples
+        weight = float(controls.source_weights[0])
+        heard: dict[int, Heard] = {}  # precomputed E_a of upcoming steps (E_a has no state: batch it)
+        next_step = 0  # index k of the next model step at k / rate
 
-    def window_at(k: int) -> torch.Tensor:
-        end = min(int(round(k * step_dt * sr_model)), mono.numel())
-        w = mono[max(0, end - window):end]
-        return torch.nn.functional.pad(w, (window - w.numel(), 0))
+        def window_end(k: int) -> int:
+            return int(round(k * step_dt * sr_model))
 
-    def model_step_until(t: float) -> None:
-        nonlocal next_step
-        while next_step * step_dt <= t:
-            if next_step not in heard:
-                ks = range(next_step, next_step + HEAR_BATCH)
-                heard.clear()
-                heard.update(zip(ks, show.sound.hear_many(torch.stack([window_at(k) for k in ks]), weight)))
-            show.model_step(next_step * step_dt, [], heard=heard[next_step])
-            next_step += 1
+        def model_step_until(t: float) -> None:
+            nonlocal next_step
+            while next_step * step_dt <= t:
+                if next_step not in heard:
+                    ks = range(next_step, next_step + HEAR_BATCH)
+                    track.mono_until(window_end(ks[-1]))
+                    windows = np.stack([track.window(window_end(k), window) for k in ks])
+                    heard.clear()
+                    heard.update(zip(ks, show.sound.hear_many(torch.from_numpy(windows), weight)))
+                    track.forget_mono_before(window_end(next_step) - window)
+                show.model_step(next_step * step_dt, [], heard=heard[next_step])
+                next_step += 1
 
-    channels = audio.channels if audio.channels <= 2 else 2
-    pcm = audio.samples if audio.channels <= 2 else audio.samples[:, :2]
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with Mp4Writer(out, size, size, fps, audio_rate=audio.sample_rate, audio_channels=channels) as writer:
-        encoder = _EncoderThread(writer)
-        bar = tqdm(total=n_frames, unit="frame", desc="render", disable=not progress, file=sys.stderr,
-                   mininterval=0.1 if sys.stderr.isatty() else 5.0)
-        audio_pos = 0
+        out = Path(output_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = _partial_path(out)
+        frames_done = 0
+        signum: int | None = None
+        if stop is not None:
+            stop.polled = True
         try:
-            for first in range(0, n_frames, FRAME_BATCH):
-                idx = range(first, min(first + FRAME_BATCH, n_frames))
-                times = [i / fps for i in idx]
-                model_step_until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
-                for i, frame in zip(idx, show.frames_at(times)):
-                    audio_end = audio.frames if i == n_frames - 1 else \
-                        min(audio.frames, int(round((i + 1) / fps * audio.sample_rate)))
-                    encoder.put(frame, pcm[audio_pos:audio_end] if audio_end > audio_pos else None)
-                    audio_pos = max(audio_pos, audio_end)
-                    bar.update(1)
+            writer = Mp4Writer(partial, size, size, fps, audio_rate=track.rate, audio_channels=track.channels)
+            encoder = _EncoderThread(writer)
+            bar = tqdm(total=n_estimate, unit="frame", desc="render", disable=not progress, file=sys.stderr,
+                       mininterval=0.1 if sys.stderr.isatty() else 5.0)
+            try:
+                n_frames: int | None = None  # known once the file's end is read
+                i = 0
+                while n_frames is None or i < n_frames:
+                    if stop is not None and stop.signum is not None:
+                        raise StopRequested(stop.signum)
+                    # Read far enough to know whether this batch's frames exist.
+                    track.frames_until(int(math.ceil((i + FRAME_BATCH) / fps * track.rate)) + 1)
+                    if track.eof and n_frames is None:
+                        n_frames = max(1, int(round(track.read_frames / track.rate * fps)))
+                        bar.total = n_frames
+                    idx = range(i, i + FRAME_BATCH if n_frames is None else min(i + FRAME_BATCH, n_frames))
+                    if not idx:
+                        break
+                    times = [k / fps for k in idx]
+                    model_step_until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
+                    for k, frame in zip(idx, show.frames_at(times)):
+                        last = n_frames is not None and k == n_frames - 1
+                        audio_end = track.read_frames if last else int(round((k + 1) / fps * track.rate))
+                        if last:
+                            track.frames_until(1 << 62)
+                            audio_end = track.read_frames
+                        encoder.put(frame, track.take_pcm(audio_end))
+                        frames_done = k + 1
+                        bar.update(1)
+                    i = idx[-1] + 1
+            finally:
+                if stop is not None:
+                    stop.polled = True  # from here a signal only waits for the file to be finished
+                try:
+                    encoder.finish()
+                finally:
+                    bar.close()
+                    writer.close()
+        except (KeyboardInterrupt, StopRequested) as exc:
+            signum = exc.signum if isinstance(exc, StopRequested) else signal.SIGINT
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         finally:
-            encoder.finish()
-            bar.close()
-    return RenderReport(out, n_frames, audio.duration, time.perf_counter() - started, where)
+            if stop is not None:
+                stop.polled = False
+        seconds = frames_done / fps
+        if signum is not None:
+            kept: Path | None = None
+            if frames_done > 0:
+                os.replace(partial, out)
+                kept = out
+            else:
+                partial.unlink(missing_ok=True)
+            raise RenderInterrupted(signum, seconds, stream.duration, kept)
+        os.replace(partial, out)
+    return RenderReport(out, frames_done, track.read_frames / track.rate, time.perf_counter() - started, where)
 
 
 class _EncoderThread:
@@ -189,14 +400,22 @@ def run(args: argparse.Namespace) -> int:
     from model.formats import CheckpointError
     from vjapp.output.mp4 import RecordingError
 
-    try:
-        controls = Controls().replace(prompt=args.prompt, seed=args.seed, fps=args.fps,
-                                      size=size_from_text(args.size), gain=args.gain)
-        report = render_file(args.input, args.output, controls, args.bundle, args.device, args.dtype,
-                             args.model_rate, progress=not args.quiet)
-    except (AudioDecodeError, CheckpointError, RecordingError, ControlError, ValueError, RuntimeError) as exc:
-        print(f"vjapp render: error: {exc}", file=sys.stderr)
-        return 1
+    with SignalStop() as stop:
+        try:
+            controls = Controls().replace(prompt=args.prompt, seed=args.seed, fps=args.fps,
+                                          size=size_from_text(args.size), gain=args.gain)
+            report = render_file(args.input, args.output, controls, args.bundle, args.device, args.dtype,
+                                 args.model_rate, progress=not args.quiet, stop=stop)
+        except (AudioDecodeError, CheckpointError, RecordingError, ControlError, ValueError, RuntimeError) as exc:
+            print(f"vjapp render: error: {exc}; no file written", file=sys.stderr)
+            return 1
+        except RenderInterrupted as exc:
+            print(f"vjapp render: {exc}", file=sys.stderr)
+            return 128 + exc.signum
+        except (KeyboardInterrupt, StopRequested) as exc:
+            signum = exc.signum if isinstance(exc, StopRequested) else signal.SIGINT
+            print("vjapp render: interrupted before rendering started; no file written", file=sys.stderr)
+            return 128 + signum
     print(f"wrote {report.path}: {report.frames} frames, {report.seconds:.2f} s of audio, "
           f"{report.wall_seconds:.1f} s wall ({report.speed:.2f}x real time) with {report.bundle}")
     return 0

@@ -1,8 +1,14 @@
-"""FilePlayer: plays a decoded file to the output device and feeds the ring with exactly what is
-heard (DESIGN.md section 2), or runs on a wall clock when there is no output device.
+"""FilePlayer: plays a file to the output device and feeds the ring with exactly what is heard
+(DESIGN.md section 2), or runs on a wall clock when there is no output device.
 
-The PortAudio output callback asks the :class:`~vjapp.audio.cursor.ArrayCursor` for the next
-block, written straight into PortAudio's output buffer, then copies that same buffer into the ring.
+A file given by path is streamed: a reader thread decodes it a few seconds ahead into preallocated
+slots (:class:`~vjapp.audio.stream_cursor.StreamCursor`), so memory does not grow with the file's
+length (a 2-hour set plays in the same few MB as a song) and a seek is a jump of the reader, not
+of an array. Audio already decoded (:class:`DecodedAudio`) plays from memory
+(:class:`~vjapp.audio.cursor.ArrayCursor`).
+
+The PortAudio output callback asks the cursor for the next block (a copy, nothing decoded there),
+written straight into PortAudio's output buffer, then copies that same buffer into the ring.
 Paused, or past the end without loop, both get silence, and the ring keeps advancing with it: the
 engine always sees what the audience hears, and its clock never stalls.
 
@@ -20,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from .cursor import ArrayCursor
-from .decode import DecodedAudio, decode_audio, to_mono
+from .decode import DecodedAudio, to_mono
+from .stream import open_audio
+from .stream_cursor import StreamCursor
 from .ring import RingBuffer
 from .sources import (
     AudioBackendError,
@@ -38,10 +46,12 @@ __all__ = ["FilePlayer"]
 
 
 class FilePlayer(DeviceSource):
-    """Play ``audio`` (a :class:`DecodedAudio` or a path, decoded here) and feed the ring.
+    """Play ``audio`` (a :class:`DecodedAudio`, or a path streamed from disk) and feed the ring.
 
     Args:
-        audio: decoded audio or a file path (``AudioDecodeError`` if it does not decode).
+        audio: decoded audio or a file path (``AudioDecodeError`` if it does not open or its first
+            second does not decode; later decode errors are reported through ``on_error`` and
+            ``status`` and play as silence).
         output_device: None = default output, an index, or a name substring.
         play_audio: False never opens a device (headless; the wall clock drives the ring).
         loop: wrap at the end; otherwise silence and ``finished`` after it.
@@ -77,17 +87,28 @@ class FilePlayer(DeviceSource):
             blocksize=blocksize, stall_timeout=stall_timeout, retry_interval=retry_interval,
             on_error=on_error,
         )
-        if not isinstance(audio, DecodedAudio):
-            audio = decode_audio(audio)
-        self.audio = audio
-        samples = audio.samples  # [frames, channels]
-        if audio.channels > 2:
-            logger.info("%s: mixing %d channels to mono for playback", audio.path, audio.channels)
-            samples = to_mono(samples)[:, None]
-        self._channels = int(samples.shape[1])
-        self._sample_rate = int(audio.sample_rate)
-        data = np.ascontiguousarray(samples[:, 0]) if self._channels == 1 else samples
-        self.cursor = ArrayCursor(data, loop=loop, paused=not autoplay)  # [frames] or [frames, 2]
+        self.cursor: ArrayCursor | StreamCursor
+        if isinstance(audio, DecodedAudio):
+            self.audio: DecodedAudio | None = audio
+            self.path = audio.path
+            samples = audio.samples  # [frames, channels]
+            if audio.channels > 2:
+                logger.info("%s: mixing %d channels to mono for playback", audio.path, audio.channels)
+                samples = to_mono(samples)[:, None]
+            self._channels = int(samples.shape[1])
+            self._sample_rate = int(audio.sample_rate)
+            data = np.ascontiguousarray(samples[:, 0]) if self._channels == 1 else samples
+            self.cursor = ArrayCursor(data, loop=loop, paused=not autoplay)  # [frames] or [frames, 2]
+        else:
+            self.audio = None
+            stream = open_audio(audio)
+            self.path = stream.path
+            if stream.channels > 2:
+                logger.info("%s: mixing %d channels to mono for playback", stream.path, stream.channels)
+            self._sample_rate = int(stream.sample_rate)
+            self.cursor = StreamCursor(stream, mono=stream.channels > 2, loop=loop, paused=not autoplay,
+                                       on_error=lambda exc: self._report_error("file reader", exc))
+            self._channels = self.cursor.channels
         self._ring = ring_for(ring_seconds, self._sample_rate, self._channels)
         self.output_device = output_device
         self.play_audio = bool(play_audio)
@@ -163,6 +184,16 @@ class FilePlayer(DeviceSource):
         if not np.isfinite(seconds):
             raise ValueError(f"seek needs a finite time, got {seconds}")
         self.cursor.seek(int(round(seconds * self._sample_rate)))
+
+    def start(self) -> None:
+        if isinstance(self.cursor, StreamCursor):
+            self.cursor.start()
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if isinstance(self.cursor, StreamCursor):
+            self.cursor.stop()
 
     # -- device ---------------------------------------------------------------------------
     def _open_stream(self) -> Any:
