@@ -243,6 +243,7 @@ def render_file(
     from vjapp.bundles import SHOW_PARTS, open_bundle
     from vjapp.engine.frames import resolve_device, resolve_dtype
     from vjapp.engine.show import Show, ShowConfig
+    from vjapp.engine.offline import RhythmFollower
     from vjapp.engine.pipeline import Heard, PipelineConfig
     from vjapp.output.mp4 import Mp4Writer
 
@@ -272,6 +273,7 @@ def render_file(
         step_dt = 1.0 / rate
         window = show.sound.window_samples
         weight = float(controls.source_weights[0])
+        rhythm = RhythmFollower(show, sr_model)  # onsets and tempo on the sample clock
         heard: dict[int, Heard] = {}  # precomputed E_a of upcoming steps (E_a has no state: batch it)
         next_step = 0  # index k of the next model step at k / rate
 
@@ -287,7 +289,7 @@ def render_file(
                     windows = np.stack([track.window(window_end(k), window) for k in ks])
                     heard.clear()
                     heard.update(zip(ks, show.sound.hear_many(torch.from_numpy(windows), weight)))
-                    track.forget_mono_before(window_end(next_step) - window)
+                    track.forget_mono_before(min(window_end(next_step) - window, rhythm.position))
                 show.model_step(next_step * step_dt, [], heard=heard[next_step])
                 next_step += 1
 
@@ -319,7 +321,13 @@ def render_file(
                         break
                     times = [k / fps for k in idx]
                     model_step_until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
-                    for k, frame in zip(idx, show.frames_at(times)):
+                    pulses = []
+                    for t in times:  # the rhythm layer hears the audio up to each frame, as live
+                        end = min(int(round(t * sr_model)), track.mono_end)
+                        if end > rhythm.position:
+                            rhythm.hear(track.window(end, end - rhythm.position) * weight)
+                        pulses.append(rhythm.pulse())
+                    for k, frame in zip(idx, show.frames_at(times, pulses)):
                         last = n_frames is not None and k == n_frames - 1
                         audio_end = track.read_frames if last else int(round((k + 1) / fps * track.rate))
                         if last:

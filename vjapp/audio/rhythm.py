@@ -79,6 +79,8 @@ class RhythmConfig:
     compression: float = 100.0  # log(1 + c |X|) before the flux: onsets of quiet and loud notes alike
     baseline_s: float = 1.0  # time constant of the flux baseline (steady texture is not an onset)
     peak_decay_s: float = 4.0  # how fast the peak follower forgets a loud onset
+    peak_floor: float = 1.0  # flux (log-magnitude rise per bin) that is a full onset at the least: a
+    # band with only faint spill (a hat's rumble in the low band) never reads as strong
     onset_threshold: float = 0.3  # strength that counts as an onset (meters flash, counters tick)
     min_interval_s: float = 0.06  # at most one onset per band in this time
     fast_attack_s: float = 0.005
@@ -133,7 +135,7 @@ class OnsetAnalyzer:
         self._samples = 0  # total samples consumed
         self._prev_log: np.ndarray | None = None
         self._baseline = np.zeros(3)
-        self._peak = np.full(3, 1e-3)
+        self._peak = np.full(3, self.config.peak_floor)
         self._since_onset = np.full(3, 1e9)
         self._a_base = math.exp(-self.hop_s / self.config.baseline_s)
         self._a_peak = math.exp(-self.hop_s / self.config.peak_decay_s)
@@ -200,7 +202,7 @@ class OnsetAnalyzer:
         excess = np.maximum(flux - 1.5 * self._baseline, 0.0)
         self._baseline = self._a_base * self._baseline + (1.0 - self._a_base) * flux
         self._peak = np.maximum(self._peak * self._a_peak, excess)
-        self._peak = np.maximum(self._peak, 1e-3)
+        self._peak = np.maximum(self._peak, c.peak_floor)
         strength = np.clip(excess / self._peak, 0.0, 1.0)
         # silence gate: nothing is an onset below the quiet level
         if rms_db < c.quiet_db:
@@ -341,17 +343,18 @@ class TempoTracker:
             den = a - 2 * b + c
             if den < 0:
                 best_bpm += 0.05 * 0.5 * (a - c) / den
-        finite = score[np.isfinite(score)]
-        spread = float(np.median(np.abs(finite))) + 1e-9
-        self.confidence = float(np.clip((score[best] - spread) / (abs(score[best]) + spread), 0.0, 1.0))
-        if self.bpm is not None:
+        # confidence: how much the novelty repeats at the beat lags (noise ~0.1, a steady loop ~0.7+)
+        comb = float(np.mean([_interp(acf, np.array([k * 60.0 * self.fr / best_bpm]))[0] for k in range(1, 5)]))
+        self.confidence = float(np.clip((comb - 0.15) / 0.45, 0.0, 1.0))
+        if self.confidence <= 0.0:
+            return  # nothing periodic: keep what we had (or nothing)
+        if self.bpm is not None and abs(best_bpm - self.bpm) > 1.5:
+            # keep near the tempo we had unless the new one is clearly better (no octave flicker)
             cur = int(np.clip(round((self.bpm - self.config.min_bpm) / 0.05), 0, score.size - 1))
-            near = score[max(0, cur - 4):cur + 5].max()
-            if near >= score[best] * (1.0 - self.config.hysteresis) and abs(best_bpm - self.bpm) > 1.5:
-                best_bpm = self.bpm + 0.0  # keep the tempo we had: the new one is not clearly better
-                window = slice(max(0, cur - 20), cur + 21)
-                best_local = window.start + int(np.argmax(score[window]))
-                best_bpm = float(self._bpms[best_local])
+            window = slice(max(0, cur - 20), cur + 21)
+            local = window.start + int(np.argmax(score[window]))
+            if score[local] >= score[best] * (1.0 - self.config.hysteresis):
+                best_bpm = float(self._bpms[local])
         self.bpm = best_bpm
         self._place_phase()
 

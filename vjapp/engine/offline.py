@@ -19,9 +19,31 @@ from vjapp.audio.rhythm import RhythmAnalyzer
 from vjapp.engine.pipeline import Heard
 from vjapp.engine.show import Show
 
-__all__ = ["OfflineShow"]
+__all__ = ["OfflineShow", "RhythmFollower"]
 
 HEAR_BATCH = 64  # model steps whose audio windows go through the mel + E_a in one batch
+
+
+class RhythmFollower:
+    """The rhythm layer on a sample clock: feed it the audio in order, it steps the show's pulses."""
+
+    def __init__(self, show: Show, sample_rate: int) -> None:
+        self.show = show
+        self.analyzer = RhythmAnalyzer(int(sample_rate))
+        self.position = 0  # samples heard so far
+
+    def hear(self, samples: np.ndarray) -> None:
+        """The next mono samples (in order, any length): onsets, tempo, pulse envelopes."""
+        hops = self.analyzer.feed(samples)
+        self.position += int(samples.size)
+        onsets = self.analyzer.onsets
+        level = onsets.loudness("fast") ** (2.0 * max(self.show.controls.loudness_reactivity, 0.0))
+        beats = [self.analyzer.tempo.beat_at_stream(h.t) for h in hops]
+        self.show.listen([h.strength for h in hops], onsets.hop_s, level, beats)
+
+    def pulse(self) -> torch.Tensor | None:
+        p = self.show.pulse()
+        return None if p is None else p.clone()
 
 
 @dataclass
@@ -37,10 +59,9 @@ class OfflineShow:
     weight: float = 1.0
     _heard: dict[int, Heard] = field(default_factory=dict)
     _next_step: int = 0
-    _rhythm_pos: int = 0
 
     def __post_init__(self) -> None:
-        self.analyzer = RhythmAnalyzer(int(self.rhythm_rate))
+        self.rhythm = RhythmFollower(self.show, int(self.rhythm_rate))
         self.step_dt = 1.0 / float(self.model_rate)
 
     def _window_at(self, k: int) -> torch.Tensor:
@@ -63,24 +84,17 @@ class OfflineShow:
             self._next_step += 1
 
     def listen_until(self, t: float) -> None:
-        """Feed the rhythm analysis (and the pulse envelopes) with the audio up to time ``t``."""
+        """Feed the rhythm layer with the audio up to time ``t``."""
         end = min(int(round(t * self.rhythm_rate)), self.rhythm_audio.size)
-        if end <= self._rhythm_pos:
-            return
-        hops = self.analyzer.feed(self.rhythm_audio[self._rhythm_pos:end] * self.weight)
-        self._rhythm_pos = end
-        onsets = self.analyzer.onsets
-        level = onsets.loudness("fast") ** (2.0 * max(self.show.controls.loudness_reactivity, 0.0))
-        beats = [self.analyzer.tempo.beat_at_stream(h.t) for h in hops]
-        self.show.listen([h.strength for h in hops], onsets.hop_s, level, beats)
+        if end > self.rhythm.position:
+            self.rhythm.hear(self.rhythm_audio[self.rhythm.position:end] * self.weight)
 
     def _pulses(self, times: Sequence[float]) -> list[torch.Tensor | None]:
         self.model_step_until(times[-1] + self.step_dt)  # one step ahead: between real keyframes
         pulses = []
         for t in times:
             self.listen_until(t)
-            p = self.show.pulse()
-            pulses.append(None if p is None else p.clone())
+            pulses.append(self.rhythm.pulse())
         return pulses
 
     def ws_at(self, times: Sequence[float]) -> torch.Tensor:
