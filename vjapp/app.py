@@ -49,6 +49,7 @@ from vjapp.bundles import DEMO_AUDIO_DIR, open_bundle, stand_in_bundle
 from vjapp.engine.controls import MAX_SEED, ControlError, Controls, set_path
 from vjapp.engine.engine import Engine, EngineConfig, Frame
 from vjapp.engine.mailbox import Mailbox
+from vjapp.gui import parse_host_port, parse_size
 from vjapp.osc import OscError, OscServer
 from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, default_recording_path
 from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
@@ -75,26 +76,6 @@ class BundleMismatch(ValueError):
 
 class _LoadFailed(Exception):
     """A bundle could not be loaded or built; the message says why (the current bundle stays)."""
-
-
-def parse_size(value: str | int) -> int | str:
-    """``native`` or a power of two (64..1024); raises ValueError with the reason otherwise."""
-    if isinstance(value, int) or str(value).strip().isdigit():
-        n = int(value)
-        if n < 64 or n > 1024 or n & (n - 1):
-            raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value}")
-        return n
-    if str(value).strip().lower() == "native":
-        return "native"
-    raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value!r}")
-
-
-def parse_host_port(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9001), got {value!r}")
-    return host.strip("[]"), int(port)
 
 
 def demo_audio_path() -> Path | None:

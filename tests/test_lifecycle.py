@@ -1,0 +1,155 @@
+"""How the app starts and ends, as a user meets it: bad options stop it at once with one line,
+no display renders to a file named after the audio without overwriting, Ctrl+C and SIGTERM stop
+a real running app cleanly (recording finished, window state saved), and the output window
+opens beside the control window, or on the second screen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vjapp import cli, gui
+from vjapp.gui import default_args
+from vjapp.output.mp4 import probe_mp4
+
+ROOT = Path(__file__).parents[1]
+
+
+def _tone(path: Path, seconds: float = 3.0, sr: int = 16000) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2).astype(np.float32), sr)
+    return path
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def _vjapp(*argv: str, cwd: Path = ROOT, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vjapp", *argv], cwd=cwd, env=_child_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ====================================================================== options (item 5)
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path
+
+
+BAD_OPTIONS = [
+    (["--osc-port", "99999"], "--osc-port"),
+    (["--osc-port", "-1"], "--osc-port"),
+    (["--osc-port", "nine"], "--osc-port"),
+    (["--osc-host", "not a host!"], "--osc-host"),
+    (["--osc-feedback", "127.0.0.1"], "--osc-feedback"),
+    (["--screen", "-1"], "--screen"),
+    (["--threads", "-2"], "--threads"),
+    (["--size", "100"], "--size"),
+    (["--device", "gpu"], "--device"),
+    (["--bundle", "{home}/no-such-bundle"], "--bundle"),
+    (["--bundle", "{home}"], "--bundle"),  # a folder, but no bundle.json
+    (["--audio", "{home}/missing.wav"], "--audio"),
+    (["--audio", "{home}"], "--audio"),
+    (["--settings", "{home}/a-file/s.ini"], "--settings"),
+    (["--settings", "{home}"], "--settings"),
+    (["--record-dir", "{home}/a-file/rec"], "--record-dir"),
+    (["--data-dir", "{home}/a-file"], "--data-dir"),
+    (["--screenshot", "{home}/a-file/shot.png"], "--screenshot"),
+    (["-o", "{home}/a-file/x.mp4"], "-o/--output"),
+]
+
+
+@pytest.mark.parametrize(("argv", "flag"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_each_bad_option_is_refused_before_anything_starts(argv, flag, home, capsys):
+    argv = [a.format(home=home) for a in argv]
+    safe = ["--quit-after", "0", "--mute", "--no-osc", "--settings", str(home / "s.ini"),
+            "--data-dir", str(home / "data"), "--record-dir", str(home / "rec")]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["gui", *safe, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"vjapp gui: error: argument {flag}: "), err
+    assert not (home / "rec").exists() and not (home / "data").exists()
+
+
+def test_options_set_in_code_are_checked_too(tmp_path, capsys):
+    safe = dict(quit_after=0, mute=True, settings=str(tmp_path / "s.ini"), data_dir=str(tmp_path / "data"))
+    assert gui.run(default_args(osc_port=99999, **safe)) == 2
+    assert gui.run(default_args(audio=str(tmp_path / "missing.wav"), **safe)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "vjapp gui: error: argument --osc-port: a UDP port is 0..65535 (0: any free port), got 99999",
+        f"vjapp gui: error: argument --audio: no such audio file: {tmp_path / 'missing.wav'}",
+    ]
+    good = default_args(osc_port="9001", screen="1", threads="2")
+    gui.validate(good)
+    assert (good.osc_port, good.screen, good.threads) == (9001, 1, 2)
+
+
+def test_bad_port_or_missing_audio_end_at_once_with_and_without_a_display(tmp_path):
+    """The issue's cases, as a user runs them: no traceback after seconds of loading, no demo
+    render started instead, nothing written."""
+    for env in ({"QT_QPA_PLATFORM": "offscreen"}, {}):
+        for argv in (["--osc-port", "99999"], ["--audio", "missing.wav"]):
+            t0 = time.monotonic()
+            done = _vjapp(*argv, "--settings", str(tmp_path / "s.ini"), cwd=tmp_path, timeout=30, **env)
+            took = time.monotonic() - t0
+            assert done.returncode == 2, (argv, env, done.stderr[-2000:])
+            assert "Traceback" not in done.stderr and "rendering" not in done.stderr
+            assert done.stderr.strip().splitlines()[-1].startswith("vjapp gui: error: argument "), done.stderr
+            assert took < 15, f"{argv} took {took:.1f} s to be refused"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s.ini").exists()
+
+
+# ====================================================================== no display (item 6)
+@pytest.fixture
+def no_display(monkeypatch, tmp_path):
+    monkeypatch.setattr(gui, "has_display", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _render_argv(tiny_bundle_dir: Path, *extra: str) -> list[str]:
+    return ["gui", "--bundle", str(tiny_bundle_dir), "--device", "cpu", "--fps", "10", *extra]
+
+
+def test_no_display_renders_to_a_file_named_after_the_audio_and_never_overwrites(no_display, tiny_bundle_dir,
+                                                                                capsys):
+    tone = _tone(no_display / "tone.wav", seconds=1.0)
+    assert cli.main(_render_argv(tiny_bundle_dir, "--audio", str(tone))) == 0
+    first = no_display / "out" / "tone.mp4"
+    assert probe_mp4(first)["error"] is None
+    assert not (no_display / "out" / "vjapp-demo.mp4").exists()
+    before = first.read_bytes()
+    capsys.readouterr()
+
+    assert cli.main(_render_argv(tiny_bundle_dir, "--audio", str(tone))) == 0
+    err = capsys.readouterr().err
+    second = no_display / "out" / "tone-1.mp4"
+    assert f"rendering {tone} to {Path('out') / 'tone-1.mp4'} ({Path('out') / 'tone.mp4'} exists and is kept)" in err
+    assert first.read_bytes() == before and probe_mp4(second)["video"]["frames"] == 10
+
+    chosen = no_display / "mine" / "clip.mp4"
+    assert cli.main(_render_argv(tiny_bundle_dir, "--audio", str(tone), "-o", str(chosen))) == 0
+    assert cli.main(_render_argv(tiny_bundle_dir, "--audio", str(tone), "-o", str(chosen))) == 0
+    assert chosen.is_file() and (chosen.parent / "clip-1.mp4").is_file()
+    assert cli.main(_render_argv(tiny_bundle_dir, "--audio", str(tone), "-o", str(chosen.parent))) == 0
+    assert (chosen.parent / "tone.mp4").is_file()  # -o FOLDER: named after the audio, in it
+
+
+def test_no_display_checks_the_audio_before_saying_it_renders(no_display, capsys):
+    assert gui.run(default_args(audio=str(no_display / "missing.wav"))) == 2
+    err = capsys.readouterr().err
+    assert "rendering" not in err and "missing.wav" in err
+    assert not (no_display / "out").exists()
