@@ -6,6 +6,7 @@ opens beside the control window, or on the second screen."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -153,3 +154,50 @@ def test_no_display_checks_the_audio_before_saying_it_renders(no_display, capsys
     err = capsys.readouterr().err
     assert "rendering" not in err and "missing.wav" in err
     assert not (no_display / "out").exists()
+
+
+# ====================================================================== signals (item 1)
+def _wait_for_growing_file(folder: Path, proc: subprocess.Popen[str], timeout: float = 45) -> Path:
+    """The recording in ``folder`` once it exists and has grown twice (frames are being written)."""
+    deadline = time.monotonic() + timeout
+    sizes: list[int] = []
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the app ended early ({proc.returncode}): {proc.communicate()[1][-3000:]}"
+        found = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
+        if found:
+            size = found[0].stat().st_size
+            if not sizes or size > sizes[-1]:
+                sizes.append(size)
+            if len(sizes) >= 3:
+                return found[0]
+        time.sleep(0.25)
+    proc.kill()
+    raise AssertionError(f"no growing recording in {folder} after {timeout} s: {proc.communicate()[1][-3000:]}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_show_cleanly_and_finishes_the_recording(signum, tmp_path, tiny_bundle_dir):
+    tone = _tone(tmp_path / "tone.wav", seconds=20.0)
+    settings = tmp_path / "s.ini"
+    argv = ["gui", "--windowed", "--audio", str(tone), "--record", "--record-dir", str(tmp_path / "rec"),
+            "--settings", str(settings), "--data-dir", str(tmp_path / "data"), "--no-osc", "--mute",
+            "--bundle", str(tiny_bundle_dir), "--threads", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "vjapp", *argv], cwd=ROOT,
+                            env=_child_env(QT_QPA_PLATFORM="offscreen"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        recording = _wait_for_growing_file(tmp_path / "rec", proc)
+        time.sleep(1.0)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert f"{signum.name}: stopping the show" in err
+    info = probe_mp4(recording)
+    assert info["error"] is None, info
+    assert info["video"]["frames"] >= 10 and info["audio"] is not None
+    assert settings.read_text().count("geometry") >= 2  # window state saved

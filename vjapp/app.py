@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -56,6 +57,7 @@ from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
 from vjapp.ui.bridge import EngineBridge, GuiInvoker, LogToBridge, install_exception_hooks
 from vjapp.ui.main_window import MainWindow, SourceView
 from vjapp.ui.output_window import OutputWindow
+from vjapp.ui.quit_signals import QuitSignals
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +560,8 @@ class AppContext:
 
     # ================================================================== lifecycle
     def show(self) -> None:
-        """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``) and start timers."""
+        """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``), start the
+        timers, and start recording with ``--record``."""
         assert self.window is not None and self.output is not None
         self.window.show()
         self.output.show()
@@ -566,6 +569,8 @@ class AppContext:
             self.output.set_fullscreen(True)
         self.bridge.start()
         self.window.start()
+        if self.args.record:
+            self.set_recording(True)
         if self.args.quit_after is not None:
             QTimer.singleShot(int(self.args.quit_after * 1000), self.quit)
 
@@ -698,7 +703,27 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build, show, run the event loop, shut down; returns the exit code."""
-    ctx = build_app(args)
-    ctx.show()
-    return ctx.exec()
+    """Build, show, run the event loop, shut down; returns the exit code.
+
+    SIGINT (Ctrl+C) and SIGTERM stop the show as closing the control window does: the recording
+    is finished (its last fragment written), the window state saved, every thread stopped, and no
+    traceback. The exit code is then 128 + the signal number (130 after SIGINT, 143 after SIGTERM),
+    the shells' convention for "ended by that signal", so a script can tell an interrupted show
+    from one that ended by itself (0). A signal during loading quits as soon as loading ends; a
+    second signal while the first is handled ends the process at once (see
+    :mod:`vjapp.ui.quit_signals`).
+    """
+    with QuitSignals() as signals:
+        ctx = build_app(args)
+        signals.attach(lambda signum: _quit_on_signal(ctx, signum))
+        if signals.received is not None:
+            _quit_on_signal(ctx, signals.received)
+            return ctx.quit_code
+        ctx.show()
+        return ctx.exec()
+
+
+def _quit_on_signal(ctx: AppContext, signum: int) -> None:
+    log.warning("%s: stopping the show (finishing the recording, saving the window state)",
+                signal.Signals(signum).name)
+    ctx.quit(128 + signum)

@@ -209,6 +209,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthesis precision (auto: bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--threads", type=_nonneg_int, default=0,
                    help="torch CPU threads of the engine (0: all cores but one)")
+    p.add_argument("--record", action="store_true", help="start recording the output as soon as the show starts")
     p.add_argument("--record-dir", type=_folder_to_write, default=None, metavar="DIR",
                    help="where recordings go; without it, <your Videos folder>/vjapp")
     p.add_argument("--data-dir", type=_folder_to_write, default=None, metavar="DIR",
@@ -327,7 +328,8 @@ def run_headless(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Check every option, then the live app (or, with no display, a render of the audio to an MP4).
 
-    Exit codes: 0 after a quit from the window, ``--quit-after`` or OSC; 2 for a bad option.
+    Exit codes: 0 after a quit from the window, ``--quit-after`` or OSC; 2 for a bad option;
+    130 after Ctrl+C (SIGINT) and 143 after SIGTERM, each a clean stop (see :func:`vjapp.app.run`).
     """
     try:
         validate(args)
