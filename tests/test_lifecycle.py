@@ -5,6 +5,7 @@ opens beside the control window, or on the second screen."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from PyQt6.QtCore import QRect, QSize
 
 from vjapp import cli, gui
 from vjapp.gui import default_args
 from vjapp.output.mp4 import probe_mp4
+from vjapp.ui.output_window import place_beside
 
 ROOT = Path(__file__).parents[1]
 
@@ -201,3 +204,60 @@ def test_a_signal_stops_the_show_cleanly_and_finishes_the_recording(signum, tmp_
     assert info["error"] is None, info
     assert info["video"]["frames"] >= 10 and info["audio"] is not None
     assert settings.read_text().count("geometry") >= 2  # window state saved
+
+
+# ====================================================================== placement (item 11)
+def test_place_beside_keeps_the_output_off_the_control_window():
+    screen = QRect(0, 0, 1920, 1080)
+    size, least = QSize(644, 644), QSize(164, 124)
+    # room on the right: beside it, level with its top
+    assert place_beside(screen, QRect(0, 0, 1000, 800), size, least) == QRect(1008, 0, 644, 644)
+    # control window on the right half: to its left
+    assert place_beside(screen, QRect(1200, 100, 700, 800), size, least) == QRect(548, 100, 644, 644)
+    # too little room for the whole window: narrowed (aspect kept) to the free side
+    assert place_beside(screen, QRect(0, 0, 1500, 800), size, least) == QRect(1508, 0, 412, 412)
+    # a second screen's area to the right of the first
+    assert place_beside(QRect(1920, 0, 1280, 720), QRect(1920, 0, 800, 700), size, least) == QRect(2728, 0, 472, 472)
+    # no room at all: inside the screen, overlapping as little as its size allows
+    assert screen.contains(place_beside(screen, QRect(0, 0, 1900, 1000), size, least))
+
+
+def test_the_output_window_opens_beside_the_control_window(qtbot, tmp_path, tiny_bundle_dir):
+    from PyQt6.QtGui import QGuiApplication
+
+    from vjapp.app import build_app
+
+    ctx = build_app(default_args(bundle=str(tiny_bundle_dir), windowed=True, no_osc=True, mute=True, threads=1,
+                                 settings=str(tmp_path / "s.ini"), data_dir=str(tmp_path / "data")))
+    try:
+        ctx.show()
+        control, output = ctx.window.frameGeometry(), ctx.output.frameGeometry()
+        area = QGuiApplication.primaryScreen().availableGeometry()
+        assert not control.intersects(output), (control, output)
+        assert area.contains(control) and area.contains(output), (area, control, output)
+        assert output.width() >= 160
+    finally:
+        ctx.shutdown()
+
+
+def test_the_output_window_opens_on_the_second_screen_when_there_is_one(tmp_path, tiny_bundle_dir):
+    screens = tmp_path / "screens.json"
+    screens.write_text(json.dumps({"screens": [
+        {"name": "laptop", "x": 0, "y": 0, "width": 1920, "height": 1080},
+        {"name": "projector", "x": 1920, "y": 0, "width": 1280, "height": 720}]}))
+    script = f"""
+import json
+from vjapp.app import build_app
+from vjapp.gui import default_args
+ctx = build_app(default_args(bundle={str(tiny_bundle_dir)!r}, windowed=True, no_osc=True, mute=True, threads=1,
+                             settings={str(tmp_path / 's.ini')!r}, data_dir={str(tmp_path / 'data')!r}))
+ctx.show()
+print(json.dumps([ctx.window.frameGeometry().getRect(), ctx.output.frameGeometry().getRect()]))
+ctx.shutdown()
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=_child_env(QT_QPA_PLATFORM=f"offscreen:configfile={screens}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    control, output = (QRect(*r) for r in json.loads(done.stdout.strip().splitlines()[-1]))
+    assert QRect(0, 0, 1920, 1080).contains(control)
+    assert QRect(1920, 0, 1280, 720).contains(output), output

@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PyQt6.QtCore import QSettings, QStandardPaths, QTimer
+from PyQt6.QtCore import QRect, QSettings, QSize, QStandardPaths, QTimer
 from PyQt6.QtGui import QGuiApplication
 from PyQt6.QtWidgets import QApplication
 
@@ -56,7 +56,7 @@ from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, defa
 from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
 from vjapp.ui.bridge import EngineBridge, GuiInvoker, LogToBridge, install_exception_hooks
 from vjapp.ui.main_window import MainWindow, SourceView
-from vjapp.ui.output_window import OutputWindow
+from vjapp.ui.output_window import OutputWindow, place_beside
 from vjapp.ui.quit_signals import QuitSignals
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ class AppContext:
         self.output: OutputWindow | None = None
         self.window: MainWindow | None = None
         self.fullscreen_at_start = False
+        self.place_windows_at_start = (True, True)  # (control window, output window): no saved geometry
         self._log_handler: logging.Handler | None = None
 
     # ================================================================== messages
@@ -561,9 +562,16 @@ class AppContext:
     # ================================================================== lifecycle
     def show(self) -> None:
         """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``), start the
-        timers, and start recording with ``--record``."""
+        timers, and start recording with ``--record``.
+
+        Windows without a saved place are laid out here, not by the window manager (which may not
+        be there to do it): the output window beside the control window, or on its own screen.
+        """
         assert self.window is not None and self.output is not None
         self.window.show()
+        place_control, place_output = self.place_windows_at_start
+        if place_output:
+            self._place_output_window(fit_control=place_control)
         self.output.show()
         if self.fullscreen_at_start:
             self.output.set_fullscreen(True)
@@ -573,6 +581,43 @@ class AppContext:
             self.set_recording(True)
         if self.args.quit_after is not None:
             QTimer.singleShot(int(self.args.quit_after * 1000), self.quit)
+
+    def _place_output_window(self, fit_control: bool) -> None:
+        """Centre the output on its screen when that is not the control window's, else put it
+        beside the control window (narrowing a control window that has no saved size, if needed)."""
+        assert self.window is not None and self.output is not None
+        screens = QGuiApplication.screens()
+        if not screens:
+            return
+        target = screens[self.output.screen_index if 0 <= self.output.screen_index < len(screens) else 0]
+        home = self.window.screen() or QGuiApplication.primaryScreen()
+        margins = self.window.frameGeometry().size() - self.window.geometry().size()
+        frame_size = self.output.size() + margins
+        if target.geometry() != home.geometry():
+            frame = QRect(target.availableGeometry().topLeft(), frame_size)
+            frame.moveCenter(target.availableGeometry().center())
+        else:
+            area = home.availableGeometry()
+            if fit_control:
+                self._fit_control_window(area, frame_size)
+            frame = place_beside(area, self.window.frameGeometry(), frame_size,
+                                 self.output.minimumSize() + margins)
+        self.output.move(frame.topLeft())
+        self.output.resize(frame.size() - margins)
+
+    def _fit_control_window(self, area: QRect, output_frame: QSize, gap: int = 8) -> None:
+        """Shrink the control window into ``area``, leaving beside it the room of an output window
+        of ``output_frame`` (at most a third of the screen's width)."""
+        assert self.window is not None
+        frame = self.window.frameGeometry()
+        margins = frame.size() - self.window.geometry().size()
+        room = min(output_frame.width(), area.width() // 3) + gap
+        width = min(frame.width(), area.width() - room)
+        height = min(frame.height(), area.height())
+        if (width, height) == (frame.width(), frame.height()) and area.contains(frame):
+            return
+        self.window.resize(QSize(width, height) - margins)
+        self.window.move(area.topLeft())
 
     def quit(self, code: int = 0) -> None:
         """Screenshot if asked, stop everything, leave the event loop (once)."""
@@ -693,7 +738,8 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     ctx.fullscreen_at_start = not args.windowed and (args.screen is not None or len(screens) > 1)
     ctx.output = OutputWindow(screen_index=screen)
     ctx.window = MainWindow(ctx, ctx.output, settings=settings)
-    ctx.window.restore_settings()
+    restored = ctx.window.restore_settings()
+    ctx.place_windows_at_start = ("main/geometry" not in restored, "output/geometry" not in restored)
     ctx.bridge.frame.connect(ctx.window.on_frame)
     ctx.bridge.analysis.connect(ctx.window.on_analysis)
     ctx.bridge.stats.connect(ctx.window.on_stats)

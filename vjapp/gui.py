@@ -196,7 +196,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mute", action="store_true", help="do not play a file to the speakers (it still drives the show)")
     p.add_argument("--screen", type=_nonneg_int, default=None, metavar="N",
                    help="fullscreen output on screen N (0 = first); without it, fullscreen on the second screen "
-                        "when there is one, else a window (F toggles fullscreen)")
+                        "when there is one, else a window beside the control window (F toggles fullscreen)")
     p.add_argument("--windowed", action="store_true", help="keep the output in a normal window (testing)")
     p.add_argument("--osc-host", type=_host, default="127.0.0.1",
                    help="interface the OSC server listens on (0.0.0.0: the network)")
