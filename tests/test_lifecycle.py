@@ -206,6 +206,26 @@ def test_a_signal_stops_the_show_cleanly_and_finishes_the_recording(signum, tmp_
     assert settings.read_text().count("geometry") >= 2  # window state saved
 
 
+@pytest.mark.parametrize("delay", [1.0, 3.0], ids=["importing", "loading"])
+def test_ctrl_c_while_the_app_loads_ends_it_without_a_traceback(delay, tmp_path, tiny_bundle_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "vjapp", "gui", "--windowed", "--no-osc", "--mute",
+                             "--bundle", str(tiny_bundle_dir), "--settings", str(tmp_path / "s.ini"),
+                             "--data-dir", str(tmp_path / "data")],
+                            cwd=ROOT, env=_child_env(QT_QPA_PLATFORM="offscreen"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "vjapp: interrupted" in err or "SIGINT: stopping the show" in err, err[-3000:]
+
+
 # ====================================================================== placement (item 11)
 def test_place_beside_keeps_the_output_off_the_control_window():
     screen = QRect(0, 0, 1920, 1080)

@@ -9,6 +9,8 @@ that a :class:`~PyQt6.QtCore.QSocketNotifier` watches, so the loop wakes at once
 
 A second signal while the first is being handled (a recording being finished, say) ends the
 process at once with ``128 + signum``, as the signal's default action would.
+A signal ignored when the app starts (``nohup``, or SIGINT for a shell's background job) stays
+ignored, as Python itself leaves SIGINT then.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class QuitSignals:
         self._writer.setblocking(False)
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         for sig in self.signals:
+            if signal.getsignal(sig) is signal.SIG_IGN:  # ignored by whoever started us (nohup, `cmd &`)
+                continue
             self._previous_handlers[sig] = signal.signal(sig, self._handle)
         return True
 
