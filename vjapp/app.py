@@ -26,12 +26,13 @@ import dataclasses
 import logging
 import os
 import random
+import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from PyQt6.QtCore import QSettings, QStandardPaths, QTimer
+from PyQt6.QtCore import QRect, QSettings, QSize, QStandardPaths, QTimer
 from PyQt6.QtGui import QGuiApplication
 from PyQt6.QtWidgets import QApplication
 
@@ -49,12 +50,14 @@ from vjapp.bundles import DEMO_AUDIO_DIR, open_bundle, stand_in_bundle
 from vjapp.engine.controls import MAX_SEED, ControlError, Controls, set_path
 from vjapp.engine.engine import Engine, EngineConfig, Frame
 from vjapp.engine.mailbox import Mailbox
+from vjapp.gui import parse_host_port, parse_size
 from vjapp.osc import OscError, OscServer
 from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, default_recording_path
 from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
 from vjapp.ui.bridge import EngineBridge, GuiInvoker, LogToBridge, install_exception_hooks
 from vjapp.ui.main_window import MainWindow, SourceView
-from vjapp.ui.output_window import OutputWindow
+from vjapp.ui.output_window import OutputWindow, place_beside
+from vjapp.ui.quit_signals import QuitSignals
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +78,6 @@ class BundleMismatch(ValueError):
 
 class _LoadFailed(Exception):
     """A bundle could not be loaded or built; the message says why (the current bundle stays)."""
-
-
-def parse_size(value: str | int) -> int | str:
-    """``native`` or a power of two (64..1024); raises ValueError with the reason otherwise."""
-    if isinstance(value, int) or str(value).strip().isdigit():
-        n = int(value)
-        if n < 64 or n > 1024 or n & (n - 1):
-            raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value}")
-        return n
-    if str(value).strip().lower() == "native":
-        return "native"
-    raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value!r}")
-
-
-def parse_host_port(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9001), got {value!r}")
-    return host.strip("[]"), int(port)
 
 
 def demo_audio_path() -> Path | None:
@@ -156,6 +139,7 @@ class AppContext:
         self.output: OutputWindow | None = None
         self.window: MainWindow | None = None
         self.fullscreen_at_start = False
+        self.place_windows_at_start = (True, True)  # (control window, output window): no saved geometry
         self._log_handler: logging.Handler | None = None
 
     # ================================================================== messages
@@ -592,16 +576,63 @@ class AppContext:
 
     # ================================================================== lifecycle
     def show(self) -> None:
-        """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``) and start timers."""
+        """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``), start the
+        timers, and start recording with ``--record``.
+
+        Windows without a saved place are laid out here, not by the window manager (which may not
+        be there to do it): the output window beside the control window, or on its own screen.
+        """
         assert self.window is not None and self.output is not None
         self.window.show()
+        place_control, place_output = self.place_windows_at_start
+        if place_output:
+            self._place_output_window(fit_control=place_control)
         self.output.show()
         if self.fullscreen_at_start:
             self.output.set_fullscreen(True)
         self.bridge.start()
         self.window.start()
+        if self.args.record:
+            self.set_recording(True)
         if self.args.quit_after is not None:
             QTimer.singleShot(int(self.args.quit_after * 1000), self.quit)
+
+    def _place_output_window(self, fit_control: bool) -> None:
+        """Centre the output on its screen when that is not the control window's, else put it
+        beside the control window (narrowing a control window that has no saved size, if needed)."""
+        assert self.window is not None and self.output is not None
+        screens = QGuiApplication.screens()
+        if not screens:
+            return
+        target = screens[self.output.screen_index if 0 <= self.output.screen_index < len(screens) else 0]
+        home = self.window.screen() or QGuiApplication.primaryScreen()
+        margins = self.window.frameGeometry().size() - self.window.geometry().size()
+        frame_size = self.output.size() + margins
+        if target.geometry() != home.geometry():
+            frame = QRect(target.availableGeometry().topLeft(), frame_size)
+            frame.moveCenter(target.availableGeometry().center())
+        else:
+            area = home.availableGeometry()
+            if fit_control:
+                self._fit_control_window(area, frame_size)
+            frame = place_beside(area, self.window.frameGeometry(), frame_size,
+                                 self.output.minimumSize() + margins)
+        self.output.move(frame.topLeft())
+        self.output.resize(frame.size() - margins)
+
+    def _fit_control_window(self, area: QRect, output_frame: QSize, gap: int = 8) -> None:
+        """Shrink the control window into ``area``, leaving beside it the room of an output window
+        of ``output_frame`` (at most a third of the screen's width)."""
+        assert self.window is not None
+        frame = self.window.frameGeometry()
+        margins = frame.size() - self.window.geometry().size()
+        room = min(output_frame.width(), area.width() // 3) + gap
+        width = min(frame.width(), area.width() - room)
+        height = min(frame.height(), area.height())
+        if (width, height) == (frame.width(), frame.height()) and area.contains(frame):
+            return
+        self.window.resize(QSize(width, height) - margins)
+        self.window.move(area.topLeft())
 
     def quit(self, code: int = 0) -> None:
         """Screenshot if asked, stop everything, leave the event loop (once)."""
@@ -722,7 +753,8 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     ctx.fullscreen_at_start = not args.windowed and (args.screen is not None or len(screens) > 1)
     ctx.output = OutputWindow(screen_index=screen)
     ctx.window = MainWindow(ctx, ctx.output, settings=settings)
-    ctx.window.restore_settings()
+    restored = ctx.window.restore_settings()
+    ctx.place_windows_at_start = ("main/geometry" not in restored, "output/geometry" not in restored)
     ctx.bridge.frame.connect(ctx.window.on_frame)
     ctx.bridge.analysis.connect(ctx.window.on_analysis)
     ctx.bridge.stats.connect(ctx.window.on_stats)
@@ -732,7 +764,27 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build, show, run the event loop, shut down; returns the exit code."""
-    ctx = build_app(args)
-    ctx.show()
-    return ctx.exec()
+    """Build, show, run the event loop, shut down; returns the exit code.
+
+    SIGINT (Ctrl+C) and SIGTERM stop the show as closing the control window does: the recording
+    is finished (its last fragment written), the window state saved, every thread stopped, and no
+    traceback. The exit code is then 128 + the signal number (130 after SIGINT, 143 after SIGTERM),
+    the shells' convention for "ended by that signal", so a script can tell an interrupted show
+    from one that ended by itself (0). A signal during loading quits as soon as loading ends; a
+    second signal while the first is handled ends the process at once (see
+    :mod:`vjapp.ui.quit_signals`).
+    """
+    with QuitSignals() as signals:
+        ctx = build_app(args)
+        signals.attach(lambda signum: _quit_on_signal(ctx, signum))
+        if signals.received is not None:
+            _quit_on_signal(ctx, signals.received)
+            return ctx.quit_code
+        ctx.show()
+        return ctx.exec()
+
+
+def _quit_on_signal(ctx: AppContext, signum: int) -> None:
+    log.warning("%s: stopping the show (finishing the recording, saving the window state)",
+                signal.Signals(signum).name)
+    ctx.quit(128 + signum)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from typing import Sequence
 
@@ -52,12 +53,25 @@ def _default_to_gui(argv: list[str]) -> list[str]:
     return top + ["gui"] + [a for a in argv if a not in top]
 
 
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report a command ended by Ctrl+C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(_default_to_gui(list(sys.argv[1:] if argv is None else argv)))
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    """Run one ``vjapp`` command; returns its exit code.
+
+    Ctrl+C while a command loads or works (a render, a conversion) ends it with one line and
+    exit code 130, not a traceback; the live app handles SIGINT and SIGTERM itself (see
+    :func:`vjapp.app.run`).
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(_default_to_gui(list(sys.argv[1:] if argv is None else argv)))
+        level = logging.WARNING - 10 * min(args.verbose, 2)
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt:
+        print("vjapp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

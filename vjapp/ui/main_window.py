@@ -894,19 +894,22 @@ class MainWindow(QMainWindow):
         settings.setValue("record/size", self.record_size_combo.currentText())
         settings.sync()
 
-    def restore_settings(self) -> None:
+    def restore_settings(self) -> set[str]:
+        """Restore what :meth:`save_settings` kept; returns the keys restored (``main/geometry``...)."""
         settings = self.settings
+        restored: set[str] = set()
         for key, fn in (("main/geometry", self.restoreGeometry), ("main/state", self.restoreState),
                         ("main/splitter", self.splitter.restoreState), ("output/geometry", self.output.restoreGeometry)):
             value = settings.value(key)
-            if isinstance(value, QByteArray) and not value.isEmpty():
-                fn(value)
+            if isinstance(value, QByteArray) and not value.isEmpty() and fn(value):
+                restored.add(key)
         mode = settings.value("output/scale_mode")
         if mode in SCALE_MODES:
             self.output.set_scale_mode(str(mode))
         size = settings.value("record/size")
         if size in RECORD_SIZES:
             self.record_size_combo.setCurrentText(str(size))
+        return restored
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self._follow_timer.stop()

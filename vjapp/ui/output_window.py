@@ -14,13 +14,13 @@ import logging
 from typing import Any
 
 import numpy as np
-from PyQt6.QtCore import QRect, Qt, pyqtSignal
+from PyQt6.QtCore import QRect, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QImage, QKeyEvent, QPainter
 from PyQt6.QtWidgets import QMenu, QWidget
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OutputWindow", "target_rect", "SCALE_MODES"]
+__all__ = ["OutputWindow", "target_rect", "place_beside", "SCALE_MODES"]
 
 SCALE_MODES = ("fit", "fill")
 
@@ -39,6 +39,34 @@ def target_rect(img_w: int, img_h: int, win_w: int, win_h: int, mode: str = "fit
     scale = min(sx, sy) if mode == "fit" else max(sx, sy)
     w, h = round(img_w * scale), round(img_h * scale)
     return ((win_w - w) // 2, (win_h - h) // 2, w, h)
+
+
+def place_beside(area: QRect, control: QRect, size: QSize, min_size: QSize, gap: int = 8) -> QRect:
+    """Where a window of ``size`` goes in ``area`` (a screen's available geometry) beside ``control``
+    (the control window's frame), all in frame coordinates.
+
+    To the right of ``control`` when that side has room, else to the left; narrowed to the free side
+    (keeping its aspect, not below ``min_size``) when it is too wide; level with ``control``'s top.
+    The result always lies inside ``area``; it overlaps ``control`` only when not even ``min_size``
+    fits on either side.
+    """
+    right_free = area.right() - control.right() - gap
+    left_free = control.left() - area.left() - gap
+    w, h = size.width(), size.height()
+    if right_free >= min(w, min_size.width()) and right_free >= min(w, left_free):
+        w = min(w, right_free)
+        x = control.right() + 1 + gap
+    elif left_free >= min(w, min_size.width()):
+        w = min(w, left_free)
+        x = control.left() - gap - w
+    else:
+        x = area.right() + 1 - w
+    if w < size.width():
+        h = max(min_size.height(), round(size.height() * w / size.width()))
+    w, h = min(w, area.width()), min(h, area.height())
+    x = min(max(x, area.left()), area.right() + 1 - w)
+    y = min(max(control.top(), area.top()), area.bottom() + 1 - h)
+    return QRect(x, y, w, h)
 
 
 class OutputWindow(QWidget):
