@@ -303,7 +303,7 @@ def test_a_full_disk_says_so_once_per_failure_and_leaves_no_empty_file(make_app,
     from vjapp.output import mp4 as mp4mod
 
     caplog.set_level(logging.INFO)
-    room = {"bytes": 12_000}  # the first take fills the disk after a fragment or two
+    room = {"bytes": 60_000}  # the first take fills the disk after a fragment or two
     monkeypatch.setattr(mp4mod, "_open_output", lambda p: FillingDisk(p, room["bytes"]))
     ctx = make_app(audio=str(_tone_file(tmp_path / "tone.wav")))
     _wait_frames(qtbot, ctx, 3)

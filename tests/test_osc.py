@@ -126,7 +126,7 @@ def test_address_table_has_every_control_and_action(capsys):
     assert "/vjapp/mix/coarse/strength" in addrs and "/vjapp/group_gains/fine" in addrs
     assert {"/vjapp/prompt", "/vjapp/seed", "/vjapp/source_weights/0", "/vjapp/source_weights"} <= addrs
     for name in ("preset", "preset/next", "preset/prev", "record", "source/play", "source/pause",
-                 "source/toggle", "seed/reroll"):
+                 "source/toggle", "seed/reroll", "tempo/tap"):
         assert f"/vjapp/{name}" in addrs
     md = address_table_markdown()
     assert all(f"`{a}`" in md for a in addrs)
@@ -235,6 +235,20 @@ def test_actions_fire_on_the_server_thread(rig):
     assert isinstance(got[2][1], int)
     assert {thread for _, _, thread in rig.calls} == {"vjapp-osc"}
     check_sums(rig.server.stats())
+
+
+def test_rhythm_controls_and_tap_over_osc(rig):
+    c = rig.send_wait("/vjapp/rhythm/quantize", "bar")
+    assert c.rhythm.quantize == "bar"
+    c = rig.send_wait("/vjapp/rhythm/low/group", "fine")
+    assert c.rhythm.low.group == "fine"
+    c = rig.send_wait("/vjapp/rhythm/amount", 9.0)  # clamped like every control
+    assert c.rhythm.amount == 6.0
+    c = rig.send_wait("/vjapp/rhythm/tempo_source", 1)  # a choice by index
+    assert c.rhythm.tempo_source == "tap"
+    rig.send("/vjapp/tempo/tap", None)
+    rig.sync("actions", 1)
+    assert [call[0] for call in rig.calls] == ["tempo/tap"]
 
 
 def test_seed_reroll_builtin_missing_handlers_and_failing_actions():

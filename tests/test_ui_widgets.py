@@ -413,3 +413,30 @@ def test_engine_and_record_boxes_name_each_frame_counter_and_show_its_recent_sha
     win.refresh_status()
     record = win.record_label.text()
     assert re.search(r"330 frames at 256x256 · not recorded 3 \(9\.1% of the last \d s\)", record), record
+
+
+def test_rhythm_panel_shows_tempo_flashes_onsets_and_taps(qtbot, tmp_path):
+    from PyQt6.QtCore import QSettings
+
+    from vjapp.audio.rhythm import RhythmSnapshot
+
+    backend = _FakeBackend()
+    out = OutputWindow()
+    qtbot.addWidget(out)
+    win = MainWindow(backend, out, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    meter = win.rhythm_meter
+    assert "—" in meter.text()  # no tempo yet
+    win.on_rhythm(RhythmSnapshot(strength=(0.9, 0.1, 0.0), onsets=(1, 0, 0), bpm=128.0, bar_phase=0.3,
+                                 confidence=0.8, tempo_source="audio"))
+    assert "128.0 BPM" in meter.text() and meter.flash == [1.0, 0.0, 0.0]
+    win.on_rhythm(RhythmSnapshot(strength=(0.0, 0.0, 0.0), onsets=(1, 0, 0), bpm=128.0))
+    assert meter.flash[0] < 1.0  # no new onset: the flash fades
+    assert not meter.grab().isNull()
+    win.tap_button.click()
+    assert ("tap_tempo", ()) in backend.writes
+    assert ("rhythm.tempo_source", "tap") in backend.writes
+    # the rhythm controls follow the mailbox like every other control
+    backend.controls.put(set_path(Controls(), "rhythm.amount", 1.25))
+    assert win.sync_controls()
+    assert win._sliders["rhythm.amount"].value() == pytest.approx(1.25, abs=0.01)  # slider steps

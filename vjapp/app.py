@@ -333,6 +333,11 @@ class AppContext:
             except ControlError:
                 pass
 
+    def tap_tempo(self) -> None:
+        """A tap of the beat (button, OSC): the engine's tap tempo takes it."""
+        if self.engine is not None:
+            self.engine.tap_tempo()
+
     def reroll_seed(self) -> None:
         seed = random.randint(0, MAX_SEED)
         self.set_control("seed", seed)
@@ -546,6 +551,7 @@ class AppContext:
             "source/pause": lambda _: post(self.pause),
             "source/toggle": lambda _: post(self.toggle_play),
             "seed/reroll": lambda _: post(self.reroll_seed),
+            "tempo/tap": lambda _: self.tap_tempo(),  # timing matters: straight from the OSC thread
         }
 
     def _start_osc(self) -> None:
@@ -757,6 +763,7 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     ctx.place_windows_at_start = ("main/geometry" not in restored, "output/geometry" not in restored)
     ctx.bridge.frame.connect(ctx.window.on_frame)
     ctx.bridge.analysis.connect(ctx.window.on_analysis)
+    ctx.bridge.rhythm.connect(ctx.window.on_rhythm)
     ctx.bridge.stats.connect(ctx.window.on_stats)
     ctx.bridge.message.connect(ctx.window.show_message)
     ctx.window.closing.connect(lambda: ctx.quit(ctx.quit_code))

@@ -68,6 +68,7 @@ class EngineBridge(QObject):
 
     frame = pyqtSignal(object)
     analysis = pyqtSignal(object)
+    rhythm = pyqtSignal(object)  # the engine's RhythmSnapshot (band strengths, onsets, tempo, phase)
     stats = pyqtSignal(dict)
     message = pyqtSignal(str, str)
 
@@ -78,6 +79,7 @@ class EngineBridge(QObject):
         self._engine: EngineLike | None = None
         self._frame_stamp = 0
         self._analysis_stamp = 0
+        self._rhythm_stamp = 0
         self._messages: collections.deque[tuple[str, str]] = collections.deque(maxlen=max_messages)
         self._lost_messages = 0
         self._lock = threading.Lock()
@@ -98,6 +100,7 @@ class EngineBridge(QObject):
         self._engine = engine
         self._frame_stamp = 0
         self._analysis_stamp = 0
+        self._rhythm_stamp = 0
 
     def start(self) -> None:
         self._timer.start()
@@ -165,6 +168,11 @@ class EngineBridge(QObject):
         if got is not None:
             self._analysis_stamp, item = got
             self.analysis.emit(item)
+        slot = getattr(engine, "rhythm", None)
+        got = slot.take_newer(self._rhythm_stamp) if slot is not None else None
+        if got is not None:
+            self._rhythm_stamp, item = got
+            self.rhythm.emit(item)
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + self._stats_period

@@ -47,7 +47,18 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from vjapp.engine.controls import CONTROL_SPECS, MAX_SEED, NOISE_MODES, SOURCE_KINDS, Controls, get_path
+from vjapp.engine.controls import (
+    CONTROL_SPECS,
+    LAYER_GROUPS,
+    MAX_SEED,
+    NOISE_MODES,
+    QUANTIZE_MODES,
+    SOURCE_KINDS,
+    TEMPO_SOURCES,
+    Controls,
+    get_path,
+)
+from vjapp.ui.rhythm_meter import RhythmMeter
 from vjapp.engine.mailbox import Mailbox
 from vjapp.engine.stats import RateMeter, RecentCounts
 from vjapp.ui.output_window import SCALE_MODES, OutputWindow
@@ -83,6 +94,7 @@ class Backend(Protocol):
 
     def set_control(self, path: str, value: Any) -> None: ...
     def reroll_seed(self) -> None: ...
+    def tap_tempo(self) -> None: ...
     # audio
     def input_devices(self) -> list[tuple[Any, str]]: ...
     def use_input(self, device: Any) -> None: ...
@@ -491,6 +503,40 @@ class MainWindow(QMainWindow):
         self.mix_rows[group] = {"kind": kind, "seed": seed, "prompt": prompt}
         return frame
 
+    def _rhythm_box(self) -> QGroupBox:
+        """Beat pulses per band, tempo (audio / tap / external) and beat-quantised changes."""
+        box = QGroupBox("Rhythm (beat pulses)")
+        inner = QVBoxLayout(box)
+        self.rhythm_meter = RhythmMeter()
+        inner.addWidget(self.rhythm_meter)
+        row = QHBoxLayout()
+        self.tap_button = QPushButton("Tap")
+        self.tap_button.setToolTip("tap the beat (also /vjapp/tempo/tap over OSC); uses tap tempo")
+        self.tap_button.clicked.connect(self._tap)
+        row.addWidget(self.tap_button)
+        row.addWidget(QLabel("Tempo from"))
+        row.addWidget(self._combo("rhythm.tempo_source", TEMPO_SOURCES))
+        row.addWidget(QLabel("Changes land on"))
+        row.addWidget(self._combo("rhythm.quantize", QUANTIZE_MODES))
+        inner.addLayout(row)
+        inner.addWidget(self._slider("rhythm.amount", "Pulse amount"))
+        inner.addWidget(self._slider("rhythm.attack", "Attack (s)", decimals=3))
+        inner.addWidget(self._slider("rhythm.release", "Release (s)", decimals=3))
+        inner.addWidget(self._slider("rhythm.offbeat", "Off-beat pulses"))
+        for band in ("low", "mid", "high"):
+            line = QHBoxLayout()
+            line.addWidget(self._slider(f"rhythm.{band}.gain", f"{band.capitalize()} band gain"), 3)
+            line.addWidget(self._combo(f"rhythm.{band}.group", LAYER_GROUPS), 1)
+            inner.addLayout(line)
+        return box
+
+    def _tap(self) -> None:
+        self.backend.tap_tempo()
+        self.backend.set_control("rhythm.tempo_source", "tap")
+
+    def on_rhythm(self, snap: Any) -> None:
+        self.rhythm_meter.update_rhythm(snap)
+
     def _reactivity_column(self) -> QWidget:
         col = QWidget()
         layout = QVBoxLayout(col)
@@ -505,6 +551,7 @@ class MainWindow(QMainWindow):
             inner.addWidget(self._slider(f"group_smoothing.{group}", f"Smoothing {group}"))
         inner.addWidget(self._slider("model_rate", "Model rate (Hz)", decimals=1))
         layout.addWidget(box)
+        layout.addWidget(self._rhythm_box())
 
         box = QGroupBox("Output")
         form = QFormLayout(box)
