@@ -67,6 +67,11 @@ def test_shipped_presets_load_and_differ(lib):
     assert volcano.prompt == "a volcano erupting at night" and volcano.mix.fine.source_kind == "seed"
     assert looks["two-sources"].source_weights == (0.5, 0.5)
     assert looks["neutral"] == base
+    # at least three looks play with the rhythm layer, each in its own way
+    rhythmic = [n for n in names if lib.get(n).controls.get("rhythm")]
+    assert len(rhythmic) >= 3 and len({looks[n].rhythm for n in rhythmic}) == len(rhythmic)
+    techno = looks["techno-pulse"]
+    assert techno.rhythm.quantize == "beat" and techno.rhythm.low.group == "coarse" and techno.rhythm.amount >= 2
     for n in full_looks:  # prompts speak the embedded model's language
         assert any(label in looks[n].prompt for label in LANDSCAPE), n
 

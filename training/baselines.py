@@ -58,6 +58,10 @@ class LiveDynamics:
     loud_db: float = -10.0  # PipelineConfig.loud_db: loudness 1 at and above
     max_offset: float = 8.0  # PipelineConfig.max_offset: per-w L2 bound of the offset
     group_gains: tuple[float, ...] = (1.0, 1.0, 1.0)  # Controls.group_gains (coarse, mid, fine)
+    level_quiet_db: float = -60.0  # PipelineConfig.level_quiet_db: offset not shown at and below
+    level_loud_db: float = -30.0  # PipelineConfig.level_loud_db: offset shown in full at and above
+    level_attack: float = 0.3  # PipelineConfig.level_attack: smoothing of the level as it rises
+    level_release: float = 0.8  # PipelineConfig.level_release: ... and as it falls
 
     @classmethod
     def live(cls, pipeline: PipelineConfig | None = None, controls: Controls | None = None) -> "LiveDynamics":
@@ -68,6 +72,8 @@ class LiveDynamics:
         return cls(
             gain=c.gain, loudness_reactivity=c.loudness_reactivity, smoothing=c.smoothing, leak=p.leak,
             quiet_db=p.quiet_db, loud_db=p.loud_db, max_offset=p.max_offset, group_gains=(g.coarse, g.mid, g.fine),
+            level_quiet_db=p.level_quiet_db, level_loud_db=p.level_loud_db, level_attack=p.level_attack,
+            level_release=p.level_release,
         )
 
 
@@ -137,19 +143,23 @@ def sound_rollout(
 
         Δ       = E_a(mel_j)
         ŵ, h    = RNN(h, (base + o) + Δ)
-        o'      = clamp((o + gain·loud_j^r·group_gain·(ŵ − (base + o))) · (1 − leak))
+        t_j     = loud_j^r                                   (0 in silence)
+        o'      = clamp((o + gain·√t_j·group_gain·(ŵ − (base + o))) · (1 − leak))
         o       = s·o + (1 − s)·o'
+        level   = a·level + (1 − a)·t_j                      a: attack if t_j rises above level, else release
+        shown   = base + level·o
 
     Args:
         inversion: E_a, mel ``[N, n_mels, F]`` → ΔW+ ``[N, num_ws, w_dim]``.
         predictor: the :class:`~model.latent_rnn.LatentRNN`.
         mels: ``[B, N, n_mels, F]`` log-mel of each step's window.
         base: raw base latents ``[B, num_ws, w_dim]``.
-        loudness: ``[B, N]`` window loudness in [0, 1] (:func:`loudness_units`).
+        loudness: ``[B, N]`` window loudness in [0, 1] on the scene scale (:func:`loudness_units` with
+            ``level_quiet_db`` / ``level_loud_db``).
         dynamics: the live offset dynamics.
 
     Returns:
-        raw latents ``base + o`` after each step, ``[B, N, num_ws, w_dim]`` (truncate to render).
+        raw latents ``base + level·o`` shown after each step, ``[B, N, num_ws, w_dim]`` (truncate to render).
     """
     if mels.dim() != 4:
         raise SequenceShapeError(f"mels must be [B, N, n_mels, F], got {tuple(mels.shape)}")
@@ -161,11 +171,13 @@ def sound_rollout(
         raise SequenceShapeError(f"loudness must be [{b}, {n}], got {tuple(loudness.shape)}")
     deltas = inversion(mels.reshape(b * n, *mels.shape[2:])).view(b, n, num_ws, w_dim)  # all windows at once
     r = dynamics.loudness_reactivity
-    scale = dynamics.gain * (loudness.clamp(0.0, 1.0) ** r if r > 0 else torch.ones_like(loudness))  # [B, N]
+    target = loudness.clamp(0.0, 1.0) ** r if r > 0 else (loudness > 0).to(loudness.dtype)  # [B, N]
+    scale = dynamics.gain * target.sqrt()  # [B, N]
     gmask = _group_gain_mask(predictor.groups, dynamics.group_gains, num_ws, base)  # [1, L, 1]
     s, keep = dynamics.smoothing, 1.0 - dynamics.leak
     state = predictor.init_state(b, base.device, base.dtype)
     offset = torch.zeros_like(base)  # o, [B, L, C]
+    level = torch.zeros(b, device=base.device, dtype=base.dtype)  # [B]
     out = []
     for j in range(n):
         w_prev = base + offset
@@ -173,7 +185,9 @@ def sound_rollout(
         change = (w_pred - w_prev) * (scale[:, j].view(b, 1, 1) * gmask)
         new_offset = clamp_rows((offset + change) * keep, dynamics.max_offset)
         offset = s * offset + (1.0 - s) * new_offset
-        out.append(base + offset)
+        a = torch.where(target[:, j] > level, dynamics.level_attack, dynamics.level_release)
+        level = a * level + (1.0 - a) * target[:, j]
+        out.append(base + level.view(b, 1, 1) * offset)
     return torch.stack(out, dim=1)  # [B, N, L, C]
 
 
@@ -195,7 +209,7 @@ def ours_latents(models: SoundModels, audio: torch.Tensor, base: torch.Tensor) -
     b, n, s = windows.shape
     mels = models.logmel(windows.reshape(b * n, s))  # [B*N, n_mels, F]
     mels = mels.view(b, n, *mels.shape[1:])  # [B, N, n_mels, F]
-    loud = loudness_units(windows, models.dynamics.quiet_db, models.dynamics.loud_db)  # [B, N]
+    loud = loudness_units(windows, models.dynamics.level_quiet_db, models.dynamics.level_loud_db)  # [B, N]
     ws = sound_rollout(models.inversion, models.predictor, mels, base, loud, models.dynamics)
     return ws, ws[:, seg_steps]
 

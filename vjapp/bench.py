@@ -2,9 +2,11 @@
 
 Drives the same :class:`Show` as the live engine and ``vjapp render`` with a synthetic,
 loud-and-changing signal, as fast as it can (no pacing), and prints: frames per second,
-milliseconds per stage (mel, encoder, recurrent step, synthesis, conversion to uint8), the
-audio-to-frame latency the live engine would have (one model period of interpolation delay
-plus the model step and the frame), render speed relative to real time, and peak memory.
+milliseconds per stage (mel, encoder, recurrent step, synthesis, conversion to uint8), render
+speed relative to real time and peak memory. Then it measures the latency of the live engine,
+sound in -> frame out: the real :class:`~vjapp.engine.engine.Engine` thread fed by real-time
+256-sample blocks with loud bursts at known instants (see :mod:`vjapp.bench_rhythm`).
+``--beat`` instead renders 120 BPM loops and prints how much the picture moves on the beat.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="native", help="output size (power of two) or 'native'")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--latency-bursts", type=int, default=12,
+                   help="bursts for the live latency measurement (0: skip it)")
+    p.add_argument("--latency-fps", type=float, nargs="+", default=[30.0], metavar="FPS",
+                   help="display rates to measure the live latency at")
+    p.add_argument("--beat", action="store_true",
+                   help="the beat benchmark instead: frame change on the beat vs between (120 BPM loops)")
 
 
 def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "auto", frames: int = 150,
@@ -91,7 +99,6 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     wall = time.perf_counter() - started
     snap = show.stats.snapshot()
     stages = {k: snap["stages"][k] for k in STAGES if k in snap["stages"]}
-    frame_ms = sum((stages[k]["p50"] or 0.0) for k in ("interpolate", "synthesis", "to_uint8") if k in stages)
     achieved = frames / wall
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -106,7 +113,6 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
         "fps": achieved,
         "render_speed_x_realtime_at_fps": achieved / fps,
         "stages_ms": {k: {"p50": v["p50"], "p90": v["p90"]} for k, v in stages.items()},
-        "latency_ms_estimate": step_dt * 1e3 + (stages.get("model_step", {}).get("p50") or 0.0) + frame_ms,
         "peak_rss_mb": peak_rss_mb,
         "peak_cuda_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
     }
@@ -126,7 +132,6 @@ def format_report(r: dict[str, Any]) -> str:
         "",
         f"frames per second          {r['fps']:.1f}",
         f"render speed at that fps   {r['render_speed_x_realtime_at_fps']:.2f}x real time",
-        f"audio-to-frame latency     {r['latency_ms_estimate']:.0f} ms (estimate: model period + step + frame)",
         f"peak memory                {r['peak_rss_mb']:.0f} MB RSS"
         + (f", {r['peak_cuda_mb']:.0f} MB CUDA" if r["peak_cuda_mb"] is not None else ""),
     ]
@@ -139,11 +144,32 @@ def run(args: argparse.Namespace) -> int:
     from vjapp.engine.controls import size_from_text
 
     size = size_from_text(args.size)
+    if args.beat:
+        from vjapp.bench_rhythm import beat_bench, format_beat
+
+        try:
+            b = beat_bench(args.bundle, args.device, args.dtype, fps=args.fps)
+        except (CheckpointError, ValueError, RuntimeError) as exc:
+            print(f"vjapp bench: error: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(b, indent=2) if args.json else format_beat(b))
+        return 0
     try:
         r = bench(args.bundle, args.device, args.dtype, args.frames, args.warmup, args.fps, args.model_rate, size,
                   args.threads)
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"vjapp bench: error: {exc}", file=sys.stderr)
         return 1
+    if args.latency_bursts > 0:
+        from vjapp.bench_rhythm import format_latency, latency_bench
+
+        r["latency"] = []
+        for fps in args.latency_fps:
+            lat = latency_bench(args.bundle, args.device, args.dtype, fps=fps, bursts=args.latency_bursts,
+                                threads=args.threads or 1)
+            r["latency"].append(lat)
     print(json.dumps(r, indent=2) if args.json else format_report(r))
+    if not args.json:
+        for lat in r.get("latency", []):
+            print(format_latency(lat))
     return 0

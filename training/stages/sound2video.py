@@ -336,7 +336,8 @@ class Sound2VideoTrainer:
         with torch.no_grad():
             mels = self.frozen.logmel(windows.reshape(b * n, -1))  # [B*N, n_mels, F]
             mels = mels.view(b, n, *mels.shape[1:])
-            loud = loudness_units(windows)  # [B, N]
+            dyn = self.model.dynamics
+            loud = loudness_units(windows, dyn.level_quiet_db, dyn.level_loud_db)  # [B, N], as the show scales it
             audio_emb = self.frozen.audio_encoder(mels[:, seg_steps].flatten(0, 1)).float()  # [B*T, D]
             text_emb = self.text_embeddings(list(captions)).repeat_interleave(t, dim=0)  # [B*T, D]
         base = self.base_latents(b)

@@ -358,9 +358,9 @@ class HighPulse(BandPulse):
 class Rhythm(_Validated):
     """The rhythm layer: band onsets pulse the picture, changes can land on the beat."""
 
-    amount: float = _ctl(2.5, FloatSpec(0.0, 6.0, "overall size of the beat pulses (0 = off)"))
+    amount: float = _ctl(4.5, FloatSpec(0.0, 8.0, "overall size of the beat pulses (0 = off)"))
     attack: float = _ctl(0.01, FloatSpec(0.0, 0.5, "pulse attack time (s)"))
-    release: float = _ctl(0.08, FloatSpec(0.01, 2.0, "pulse release time (s)"))
+    release: float = _ctl(0.06, FloatSpec(0.01, 2.0, "pulse release time (s)"))
     low: LowPulse = _nested(LowPulse)
     mid: MidPulse = _nested(MidPulse)
     high: HighPulse = _nested(HighPulse)

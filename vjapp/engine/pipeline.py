@@ -10,7 +10,7 @@ the predictor's state and an offset from the base latent between steps:
     o'     = o + gain · group_gain · (ŵ − (base + o))      the performer scales the model's step
     o'    *= (1 − leak)                                    the scene returns home in silence
     o      = s_g · o + (1 − s_g) · o'                       s_g = 1 − (1 − smoothing)(1 − group_smoothing_g)
-    level  ← envelope of loudness^reactivity               (fast attack, slower release)
+    level  ← envelope of scene_loudness^reactivity         (fast attack, slower release; -60..-30 dBFS -> 0..1)
     W+     = mix(truncate(base + level · o))               loudness sets how far the picture goes
 
 Loudness scales the *distance* from the base latent, not only the speed of the step: with a
@@ -47,8 +47,10 @@ class PipelineConfig:
     leak: float = 0.04  # per-step pull of the offset back toward the base latent
     quiet_db: float = -55.0  # RMS loudness (dBFS) that counts as silence
     loud_db: float = -10.0  # RMS loudness that counts as full scale
-    max_offset: float = 4.0  # per-w L2 norm bound of the offset: half the spread of sampled w, so sound
-    # steers within reach of what the generator draws (8, the whole spread, drove it into colour fields)
+    max_offset: float = 8.0  # per-w L2 norm bound of the offset, a guard against runaway motion
+    level_quiet_db: float = -60.0  # RMS loudness at which the semantic offset is not shown at all
+    level_loud_db: float = -30.0  # ... and from which it is shown in full (a scene's sound, not only a
+    # mastered track, is "loud enough"; a tenth of it, 20 dB down, is shown at a third or less)
     level_attack: float = 0.3  # per-step smoothing of the loudness level when it rises (0 = instant)
     level_release: float = 0.8  # ... and when it falls (about half a second at 10 steps/s)
 
@@ -172,7 +174,8 @@ class SoundToLatent:
         """One recurrent step from what was heard; returns the W+ target."""
         loud = db_to_unit(heard.loudness_db, self.config.quiet_db, self.config.loud_db)
         r = controls.loudness_reactivity
-        target_level = loud**r if r > 0 else 1.0
+        scene = db_to_unit(heard.loudness_db, self.config.level_quiet_db, self.config.level_loud_db)
+        target_level = scene**r if r > 0 else 1.0
         if not math.isfinite(heard.loudness_db):
             target_level = 0.0  # silence or no source: nothing to react to
         before = self.offset * self.level  # what was shown
