@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from typing import Sequence
@@ -74,4 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:
         print("vjapp: interrupted", file=sys.stderr)
+        if argv is None:  # run as a program: end here, with the code we say
+            # A Ctrl+C that landed in code a C extension runs through PyRun_* (pybind11 during torch's
+            # import) marks the interpreter "ended by an unhandled KeyboardInterrupt" even though it
+            # was handled here, and Python would then kill itself with SIGINT at exit (code -2).
+            # Nothing is open yet (the app and render handle signals themselves once they run).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
