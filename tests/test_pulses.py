@@ -181,3 +181,20 @@ def test_live_engine_finds_the_tempo_and_takes_taps(tiny_bundle_dir):
     finally:
         engine.stop()
         source.stop()
+
+
+def test_meaning_reach_bounds_how_far_the_sound_pulls(show):
+    loud = make_loop(120, 3, 44_100, hats=True, bass=True, seed=12)
+    from vjapp.audio import resample
+
+    x = torch.from_numpy(resample(loud.samples, 44_100, show.sound.sample_rate))
+    n = show.sound.window_samples
+    for reach in (1.0, 0.25):
+        show.reset()
+        controls = Controls().replace(semantic_reach=reach, gain=4.0, smoothing=0.0)
+        show.apply(controls, 0.0, immediate=True)
+        for k in range(20):
+            show.model_step(k * 0.1, [x[k * n // 8: k * n // 8 + n]])
+        rows = show.sound.offset[0].norm(dim=-1)
+        assert float(rows.max()) <= show.sound.config.max_offset * reach + 1e-4
+    assert float(rows.max()) > 0.0

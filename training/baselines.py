@@ -71,7 +71,8 @@ class LiveDynamics:
         g = c.group_gains
         return cls(
             gain=c.gain, loudness_reactivity=c.loudness_reactivity, smoothing=c.smoothing, leak=p.leak,
-            quiet_db=p.quiet_db, loud_db=p.loud_db, max_offset=p.max_offset, group_gains=(g.coarse, g.mid, g.fine),
+            quiet_db=p.quiet_db, loud_db=p.loud_db, max_offset=p.max_offset * c.semantic_reach,
+            group_gains=(g.coarse, g.mid, g.fine),
             level_quiet_db=p.level_quiet_db, level_loud_db=p.level_loud_db, level_attack=p.level_attack,
             level_release=p.level_release,
         )

@@ -242,7 +242,9 @@ def latency_bench(bundle_path: str | None = None, device: str = "auto", dtype: s
         time.sleep(3.0)  # settle: quiet sound, tempo tracker and envelopes at rest
         for _ in range(bursts):
             feeder.burst()
-            time.sleep(1.1 + rng.uniform(0.0, 0.4))  # not locked to the frame clock
+            # steady quiet sound before each burst (the previous one has died away), and a spacing
+            # not locked to the frame clock
+            time.sleep(2.0 + rng.uniform(0.0, 0.6))
         time.sleep(0.5)
     finally:
         engine.stop()
@@ -253,7 +255,7 @@ def latency_bench(bundle_path: str | None = None, device: str = "auto", dtype: s
         small = np.stack(rec.small)
     first, half = [], []
     for tb in feeder.burst_times:
-        pre = np.where((times >= tb - 0.6) & (times < tb))[0]
+        pre = np.where((times >= tb - 0.5) & (times < tb))[0]
         post = np.where((times >= tb) & (times < tb + 0.8))[0]
         if pre.size < 3 or post.size < 3:
             continue

@@ -384,6 +384,9 @@ class Controls(_Validated):
     loudness_reactivity: float = _ctl(
         1.0, FloatSpec(0.0, 2.0, "how much loudness scales the size of the change")
     )
+    semantic_reach: float = _ctl(
+        1.0, FloatSpec(0.1, 1.0, "how far the sound's meaning may pull the picture from its seed (1 = all the way)")
+    )
     source_weights: tuple[float, float] = _ctl(
         (1.0, 0.0), VectorSpec(2, 0.0, 1.0, "mix weight of each sound source")
     )

@@ -186,7 +186,7 @@ class SoundToLatent:
         rate = controls.gain * (target_level if target_level > 0 else 0.0) ** 0.5
         change = (w_pred - w_prev) * (rate * self._per_layer(controls.group_gains))  # [1, L, C]
         new_offset = (self.offset + change) * (1.0 - self.config.leak)
-        new_offset = _clamp_rows(new_offset, self.config.max_offset)
+        new_offset = _clamp_rows(new_offset, self.config.max_offset * controls.semantic_reach)
         s = self._smoothing_mask(controls)  # [1, L, 1]
         self.offset.mul_(s).add_(new_offset * (1.0 - s))
         a = self.config.level_attack if target_level > self.level else self.config.level_release

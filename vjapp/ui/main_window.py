@@ -545,6 +545,7 @@ class MainWindow(QMainWindow):
         inner.addWidget(self._slider("gain", "Overall gain"))
         inner.addWidget(self._slider("smoothing", "Smoothing"))
         inner.addWidget(self._slider("loudness_reactivity", "Loudness reactivity"))
+        inner.addWidget(self._slider("semantic_reach", "Meaning reach"))
         for group in GROUPS:
             inner.addWidget(self._slider(f"group_gains.{group}", f"Gain {group}"))
         for group in GROUPS:
