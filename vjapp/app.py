@@ -247,8 +247,9 @@ class AppContext:
             try:
                 bundle, path = make()
             except _LoadFailed as exc:
-                self.message(str(exc), "error")
-                self.invoker.call(lambda: self._bundle_failed(str(exc)))
+                text = str(exc)  # `exc` is unbound after the except block; the GUI runs this later
+                self.message(text, "error")
+                self.invoker.call(lambda: self._bundle_failed(text))
                 return
             self.invoker.call(lambda: self._switch_bundle(bundle, path, str(path)))
 

@@ -14,31 +14,21 @@ import threading
 
 import numpy as np
 
-__all__ = ["ArrayCursor"]
+__all__ = ["ArrayCursor", "SeekRequests"]
 
 
-class ArrayCursor:
-    """Play head over ``samples`` ([frames] or [frames, channels] float32)."""
+class SeekRequests:
+    """The seek protocol of a play head: controllers post (serial, frame) requests from any
+    thread; the one producer takes the newest at its next render, so no request is lost and the
+    producer never takes a lock. Subclasses set :attr:`frames`."""
 
-    def __init__(self, samples: np.ndarray, loop: bool = False, paused: bool = False) -> None:
-        if samples.dtype != np.float32 or samples.ndim not in (1, 2) or samples.shape[0] == 0:
-            raise ValueError(
-                f"ArrayCursor needs non-empty float32 [frames] or [frames, channels], got "
-                f"{samples.dtype} {samples.shape}"
-            )
-        self.samples = np.ascontiguousarray(samples)
-        self.loop = bool(loop)
-        self.paused = bool(paused)
-        self.finished = False
-        self.loops = 0  # times playback wrapped around
+    frames: int
+
+    def _init_seeks(self) -> None:
         self._pos = 0  # producer-owned
         self._seek_req: tuple[int, int] = (0, 0)  # (serial, frame), written by controllers
         self._seek_done = 0  # producer-owned
-        self._ctl = threading.Lock()  # serialises controllers (not the producer)
-
-    @property
-    def frames(self) -> int:
-        return int(self.samples.shape[0])
+        self._ctl = threading.Lock()  # serialises controllers (never taken by the producer)
 
     @property
     def position(self) -> int:
@@ -52,13 +42,40 @@ class ArrayCursor:
         with self._ctl:
             self._seek_req = (self._seek_req[0] + 1, frame)
 
+    def _take_seek(self) -> bool:
+        """Producer: apply a pending seek to the play head; True if there was one."""
+        serial, frame = self._seek_req
+        if serial == self._seek_done:
+            return False
+        self._seek_done = serial
+        self._pos = frame
+        return True
+
+
+class ArrayCursor(SeekRequests):
+    """Play head over ``samples`` ([frames] or [frames, channels] float32)."""
+
+    def __init__(self, samples: np.ndarray, loop: bool = False, paused: bool = False) -> None:
+        if samples.dtype != np.float32 or samples.ndim not in (1, 2) or samples.shape[0] == 0:
+            raise ValueError(
+                f"ArrayCursor needs non-empty float32 [frames] or [frames, channels], got "
+                f"{samples.dtype} {samples.shape}"
+            )
+        self.samples = np.ascontiguousarray(samples)
+        self.loop = bool(loop)
+        self.paused = bool(paused)
+        self.finished = False
+        self.loops = 0  # times playback wrapped around
+        self._init_seeks()
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[0])
+
     def render(self, out: np.ndarray) -> int:
         """Fill ``out`` with the next ``len(out)`` frames; returns the number of content frames
         (the rest is silence). Never raises for valid ``out`` shapes."""
-        serial, frame = self._seek_req
-        if serial != self._seek_done:
-            self._seek_done = serial
-            self._pos = frame
+        if self._take_seek():
             self.finished = False
         n = out.shape[0]
         if self.paused or self.finished:

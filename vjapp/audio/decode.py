@@ -265,6 +265,23 @@ def _decode_pyav(path: str, max_seconds: float | None) -> tuple[np.ndarray, int]
     return data, int(rate)
 
 
+def check_file(p: str) -> tuple[bytes, int]:
+    """The file's first 64 KiB and its size, after the checks every reader makes first: it exists,
+    is a regular non-empty file, and a RIFF/WAV header does not promise more data than there is."""
+    fp = Path(p)
+    if not fp.exists():
+        raise AudioDecodeError(p, "file not found")
+    if not fp.is_file():
+        raise AudioDecodeError(p, "not a regular file")
+    size = fp.stat().st_size
+    if size == 0:
+        raise AudioDecodeError(p, "empty file (0 bytes)")
+    with open(p, "rb") as fh:
+        head = fh.read(1 << 16)
+    _check_riff_header(p, head, size)
+    return head, size
+
+
 def decode_audio(
     path: str | os.PathLike[str],
     *,
@@ -277,17 +294,7 @@ def decode_audio(
     empty or out-of-range file; the message names the file and the problem.
     """
     p = str(path)
-    fp = Path(p)
-    if not fp.exists():
-        raise AudioDecodeError(p, "file not found")
-    if not fp.is_file():
-        raise AudioDecodeError(p, "not a regular file")
-    size = fp.stat().st_size
-    if size == 0:
-        raise AudioDecodeError(p, "empty file (0 bytes)")
-    with open(p, "rb") as fh:
-        head = fh.read(1 << 16)
-    _check_riff_header(p, head, size)
+    head, size = check_file(p)
 
     import soundfile as sf
 

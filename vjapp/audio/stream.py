@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +32,7 @@ from .decode import (
     _SNDFILE_MAGIC,
     AudioDecodeError,
     _check_rate_channels,
-    _check_riff_header,
+    check_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -334,17 +333,7 @@ def open_audio(path: str | os.PathLike[str], *, overshoot_limit: float = 1.5) ->
     """Open ``path`` for block reading; raises :class:`AudioDecodeError` for a missing, unreadable,
     empty, out-of-range or non-audio file (the first second is decoded and validated here)."""
     p = str(path)
-    fp = Path(p)
-    if not fp.exists():
-        raise AudioDecodeError(p, "file not found")
-    if not fp.is_file():
-        raise AudioDecodeError(p, "not a regular file")
-    size = fp.stat().st_size
-    if size == 0:
-        raise AudioDecodeError(p, "empty file (0 bytes)")
-    with open(p, "rb") as fh:
-        head = fh.read(1 << 16)
-    _check_riff_header(p, head, size)
+    head, size = check_file(p)
 
     import soundfile as sf
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .cursor import SeekRequests
 from .decode import AudioDecodeError, to_mono
 from .stream import AudioStream, BadBlockError
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["StreamCursor"]
 
 
-class StreamCursor:
+class StreamCursor(SeekRequests):
     """Play head over ``stream``, decoded ahead on a reader thread (see the module docstring).
 
     Args:
@@ -71,10 +72,7 @@ class StreamCursor:
         self.finished = False
         self.loops = 0
         self.underruns = 0  # renders that found no decoded audio (not counting right after a seek)
-        self._pos = 0  # render-owned
-        self._seek_req: tuple[int, int] = (0, 0)  # (serial, frame), written by controllers
-        self._seek_done = 0  # render-owned
-        self._ctl = threading.Lock()  # serialises controllers (never taken by render)
+        self._init_seeks()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.on_error = on_error
@@ -87,16 +85,9 @@ class StreamCursor:
     def frames(self) -> int:
         return int(self.stream.frames)
 
-    @property
-    def position(self) -> int:
-        serial, frame = self._seek_req
-        return frame if serial != self._seek_done else self._pos
-
     def seek(self, frame: int) -> None:
-        frame = int(min(max(0, frame), self.frames))
-        with self._ctl:
-            self._seek_req = (self._seek_req[0] + 1, frame)
-        self._wake.set()
+        super().seek(frame)
+        self._wake.set()  # the reader decodes from there at once
 
     def start(self) -> None:
         """Start the reader thread (it starts with the cursor; again after :meth:`stop`)."""
@@ -123,11 +114,9 @@ class StreamCursor:
     def render(self, out: np.ndarray) -> int:
         """Fill ``out`` with the next frames; silence while paused, after the end, or while the
         reader has not caught up. Allocates nothing, takes no lock."""
-        serial, frame = self._seek_req
-        if serial != self._seek_done:
-            self._seek_done = serial
-            self._pos = frame
+        if self._take_seek():
             self.finished = False
+        serial = self._seek_done  # the seek this render plays from
         n = out.shape[0]
         if self.paused or self.finished:
             out.fill(0.0)
