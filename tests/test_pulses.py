@@ -198,3 +198,79 @@ def test_meaning_reach_bounds_how_far_the_sound_pulls(show):
         rows = show.sound.offset[0].norm(dim=-1)
         assert float(rows.max()) <= show.sound.config.max_offset * reach + 1e-4
     assert float(rows.max()) > 0.0
+
+
+def test_live_engine_lands_a_quantised_seed_change_on_the_tapped_beat(tiny_bundle_dir):
+    from vjapp.audio import SyntheticSource
+    from vjapp.engine.engine import Engine, EngineConfig
+    from vjapp.engine.mailbox import Mailbox
+
+    controls = Mailbox(set_path(set_path(Controls().replace(fps=30.0, model_rate=10.0), "rhythm.quantize", "beat"),
+                                "rhythm.tempo_source", "tap"))
+    source = SyntheticSource(np.zeros(44_100, np.float32), sample_rate=44_100, blocksize=256)
+    engine = Engine(load_bundle(tiny_bundle_dir), controls, [source], EngineConfig(device="cpu", dtype="fp32", threads=1))
+    source.start()
+    engine.start()
+    try:
+        assert engine.ready.wait(60)
+        time.sleep(0.3)
+        now = engine.clock.now()
+        for k in range(4):  # taps at 100 BPM (0.6 s), the last one now: beats at now + 0.6 k
+            engine.tap.tap(now - 0.6 * (3 - k))
+        time.sleep(0.15)  # between beats
+        asked = engine.clock.now()
+        controls.update(lambda c: c.replace(seed=77))
+        time.sleep(1.0)
+        show = engine.show
+        assert show.controls.seed == 77  # it landed
+        beat = now + 0.6 * np.ceil((asked - now) / 0.6)  # the first beat after the request
+        # the crossfade starts one model period early, so the picture, shown that much behind,
+        # changes on the beat (within a frame of the engine's loop)
+        start = show.base._t0
+        assert start > asked + 0.05, (start, asked)
+        assert abs((start + 0.1) - beat) < 1 / 30 + 0.02, (start + 0.1, beat)
+        assert engine.last_error is None
+    finally:
+        engine.stop()
+        source.stop()
+
+
+def test_pulses_wait_for_what_the_room_hears(tiny_bundle_dir):
+    """A file played to speakers is heard its output latency after it enters the ring: the pulse
+    comes that much later, in sync with the room, not ahead of it."""
+    from vjapp.audio import SyntheticSource
+    from vjapp.engine.engine import Engine, EngineConfig
+    from vjapp.engine.mailbox import Mailbox
+
+    class HeardLater(SyntheticSource):
+        heard_latency = 0.3
+
+    def first_pulse_delay(cls: type) -> float:
+        sr = 44_100
+        signal = np.zeros(sr * 3, np.float32)
+        hit = make_loop(60, 1.0, sr, kicks=True).samples
+        signal[sr:sr + hit.size] = hit  # one kick, 1 s in
+        source = cls(signal, sample_rate=sr, blocksize=256, loop=False)
+        engine = Engine(load_bundle(tiny_bundle_dir), Mailbox(Controls().replace(fps=60.0)), [source],
+                        EngineConfig(device="cpu", dtype="fp32", threads=1))
+        engine.start()
+        assert engine.ready.wait(60)
+        source.start()
+        entered = None
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if entered is None and source.ring.write_index >= sr:
+                    entered = time.monotonic()
+                if engine.show is not None and engine.show.pulses.value[0] > 0.2:
+                    return time.monotonic() - entered
+                time.sleep(0.002)
+        finally:
+            engine.stop()
+            source.stop()
+        raise AssertionError("no pulse")
+
+    direct = first_pulse_delay(SyntheticSource)
+    later = first_pulse_delay(HeardLater)
+    assert direct < 0.15, direct
+    assert 0.25 < later - direct < 0.4, (direct, later)

@@ -140,6 +140,13 @@ class FilePlayer(DeviceSource):
             **self._device_status_fields(),
         )
 
+    @property
+    def heard_latency(self) -> float:
+        """Seconds from a sample entering the ring to the room hearing it: the output stream's
+        latency while it plays to a device, 0 on the wall clock (nothing is heard)."""
+        status = self.status
+        return float(status.latency or 0.0) if not status.fallback else 0.0
+
     # -- transport ------------------------------------------------------------------------
     @property
     def duration(self) -> float:

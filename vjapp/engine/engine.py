@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model.bundle import Bundle
-from vjapp.audio import AudioSource, FilePlayer, resample, to_mono
+from vjapp.audio import AudioSource, resample, to_mono
 from vjapp.audio.rhythm import BeatClock, RhythmAnalyzer, RhythmSnapshot, TapTempo
 from vjapp.engine.controls import Controls
 from vjapp.engine.frames import resolve_device, resolve_dtype
@@ -290,10 +290,7 @@ class Engine:
         prev = self._last_read if self._last_read is not None else now
         self._last_read = now
         hops = analyzer.feed(to_mono(got.data), now) if got.data.shape[0] else []
-        heard_delay = 0.0
-        if isinstance(src, FilePlayer):
-            status = src.status
-            heard_delay = float(status.latency or 0.0) if not status.fallback else 0.0
+        heard_delay = float(getattr(src, "heard_latency", 0.0) or 0.0)  # a file played to speakers
         loud = analyzer.onsets.loudness("fast") ** (2.0 * max(show.controls.loudness_reactivity, 0.0))
         for h in hops:
             beat = self.beat_clock.beat_at(analyzer.from_stream(h.t))
