@@ -48,6 +48,14 @@ _STYLEGAN3_KWARGS = {"magnitude_ema_beta", "conv_kernel", "use_radial_filters", 
                      "filter_size", "lrelu_upsampling"}
 _STYLEGAN3_MESSAGE = "StyleGAN3 generators are not supported yet (only StyleGAN2 / StyleGAN2-ADA 'skip' generators)"
 
+# What SynthesisBlock clamps at when the Generator got no conv_clamp: the two NVIDIA codebases differ.
+# stylegan2-ada-pytorch, training/networks.py: ``conv_clamp = None`` (its train.py always passes a
+# value, in the nested ``synthesis_kwargs``). stylegan3, training/networks_stylegan2.py:
+# ``conv_clamp = 256``; its Generator takes the synthesis arguments flat and its train.py passes
+# conv_clamp only with ``--fp32`` (as None), so a pickle without it clamps at 256.
+_ADA_DEFAULT_CONV_CLAMP: float | None = None
+_STYLEGAN3_REPO_DEFAULT_CONV_CLAMP: float | None = 256.0
+
 
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
@@ -59,7 +67,10 @@ def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | 
     """Our config for an NVIDIA ``G_ema`` from its ``init_kwargs`` (and, if known, its class name).
 
     Accepts both layouts: stylegan2-ada-pytorch (synthesis arguments in ``synthesis_kwargs``)
-    and stylegan3's ``networks_stylegan2`` (synthesis arguments at top level).
+    and stylegan3's ``networks_stylegan2`` (synthesis arguments at top level). The layout also
+    tells which code built the network, hence what an absent ``conv_clamp`` means: None for
+    stylegan2-ada-pytorch, 256 for stylegan3's ``networks_stylegan2`` (a Generator given no
+    synthesis arguments at all reads as the latter; ada's ``train.py`` always writes them).
     Raises UnsupportedCheckpoint for StyleGAN3, conditional (c_dim > 0) and non-'skip' generators.
     """
     if not isinstance(init_kwargs, Mapping):
@@ -73,6 +84,7 @@ def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | 
     if missing:
         raise UnsupportedCheckpoint(f"NVIDIA init_kwargs lack {sorted(missing)}")
     mapping = dict(top.pop("mapping_kwargs", None) or {})
+    nested = "synthesis_kwargs" in top
     synthesis = dict(top.pop("synthesis_kwargs", None) or {})
     # stylegan3's networks_stylegan2.Generator takes the synthesis arguments flat.
     for key in list(top):
@@ -102,7 +114,12 @@ def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | 
 
     w_dim = _as_int(top["w_dim"], "w_dim")
     layer_features = mapping.get("layer_features")
-    conv_clamp = synthesis.get("conv_clamp")
+    if "conv_clamp" in synthesis:
+        conv_clamp = synthesis["conv_clamp"]
+    else:
+        conv_clamp = _ADA_DEFAULT_CONV_CLAMP if nested else _STYLEGAN3_REPO_DEFAULT_CONV_CLAMP
+        log.info("NVIDIA init_kwargs store no conv_clamp; using %s, the default of %s", conv_clamp,
+                 "stylegan2-ada-pytorch's networks.py" if nested else "stylegan3's networks_stylegan2.py")
     try:
         return StyleGAN2Config(
             z_dim=_as_int(top["z_dim"], "z_dim"),
