@@ -208,12 +208,35 @@ def _check_blur(state: Mapping[str, torch.Tensor], taps: tuple[int, ...]) -> Non
                 raise UnsupportedCheckpoint(f"rosinality checkpoint: {key} is not the [1, 3, 3, 1] blur kernel")
 
 
+# SWAGAN (their swagan.py, ``train.py --arch swagan``) keeps its Haar wavelet filters as buffers.
+_WAVELET_BUFFER = re.compile(r"(?:^|\.)(?:iwt|dwt)\.(?:ll|lh|hl|hh)$")
+
+
+def _refuse_other_architectures(ckpt: Mapping[str, Any], state: Mapping[Any, Any]) -> None:
+    """rosinality's train.py also trains SWAGAN, whose g_ema looks like a 12-channel StyleGAN2."""
+    args = ckpt.get("args")
+    arch = getattr(args, "arch", None) if args is not None else None
+    wavelet = [str(k) for k in state if _WAVELET_BUFFER.search(str(k))]
+    if arch == "swagan" or wavelet:
+        evidence = f"args.arch={arch!r}" if arch == "swagan" else f"wavelet buffers such as {wavelet[0]!r}"
+        raise UnsupportedCheckpoint(
+            f"rosinality checkpoint: a SWAGAN generator (--arch swagan; {evidence}) is not supported; "
+            "only rosinality StyleGAN2 generators (--arch stylegan2) can be converted"
+        )
+    if arch not in (None, "stylegan2"):
+        raise UnsupportedCheckpoint(
+            f"rosinality checkpoint: architecture args.arch={arch!r} is not supported; "
+            "only rosinality StyleGAN2 generators (--arch stylegan2) can be converted"
+        )
+
+
 def generator_from_rosinality(ckpt: Mapping[str, Any], n_mean_latent: int = 4096) -> Generator:
     """Build our generator from a rosinality/stylegan2-pytorch checkpoint dict.
 
     ``ckpt`` is ``{'g_ema': state_dict, 'latent_avg': [style_dim] (optional), ...}`` or a bare
     ``g_ema`` state dict. Without ``latent_avg``, ``w_avg`` is estimated as the mean W of
     ``n_mean_latent`` seeded z samples (what their generate.py does for truncation).
+    SWAGAN checkpoints (``--arch swagan``) raise UnsupportedCheckpoint.
     """
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"rosinality checkpoint must be a dict, got {type(ckpt).__name__}")
@@ -228,6 +251,7 @@ def generator_from_rosinality(ckpt: Mapping[str, Any], n_mean_latent: int = 4096
         raise CheckpointError(f"rosinality checkpoint: 'g_ema' must be a state dict, got {type(state).__name__}")
     if any(str(k).startswith("module.") for k in state):
         state = {str(k)[len("module."):]: v for k, v in state.items()}
+    _refuse_other_architectures(ckpt, state)
 
     # --- infer hyperparameters from shapes
     n_mlp = 0

@@ -166,6 +166,16 @@ def test_stylegan3_is_not_supported_yet(tmp_path: Path, capsys: pytest.CaptureFi
     assert_one_line_error(*run_cli(capsys, str(src), "-o", str(tmp_path / "o")), r"StyleGAN3.*not supported")
 
 
+def test_swagan_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    G = ros.randomize_(ros.SWAGANGenerator(size=32, style_dim=Z_DIM, n_mlp=3, channels={4: 32, 8: 32, 16: 16}), 0)
+    src = tmp_path / "swagan.pt"
+    src.write_bytes(torch_save_bytes({"g_ema": G.state_dict(), "latent_avg": torch.zeros(Z_DIM),
+                                      "args": argparse.Namespace(arch="swagan", size=32)}))
+    assert_one_line_error(*run_cli(capsys, str(src), "-o", str(tmp_path / "o")),
+                          r"swagan\.pt: .*SWAGAN generator .*not supported")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
 def test_refuses_to_overwrite_and_native_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = dump_nvidia_pickle(tmp_path / "g.pkl", snapshot(nvidia_generator()))
     assert run_cli(capsys, str(src), "-o", str(tmp_path / "g"))[0] == 0

@@ -303,6 +303,22 @@ def test_rosinality_end_to_end_through_weights_only_load(tmp_path) -> None:
         assert_images_close(img_ref, G.synthesis(ws, "const"))
 
 
+@pytest.mark.parametrize("with_args", [True, False])
+def test_rosinality_swagan_is_refused(tmp_path, with_args: bool) -> None:
+    """A SWAGAN g_ema (wavelet to-RGB layers, 12 channels) must not pass for a 12-channel StyleGAN2."""
+    safe_pickle = pytest.importorskip("model.safe_pickle")
+    torch.manual_seed(4)
+    ref = ref_ro.randomize_(ref_ro.SWAGANGenerator(32, style_dim=32, n_mlp=3, channels={4: 32, 8: 32, 16: 16}), 4)
+    ckpt = {"g_ema": ref.state_dict(), "latent_avg": torch.zeros(32)}
+    if with_args:  # train.py saves its arguments; a bare g_ema is told by its wavelet buffers alone
+        ckpt["args"] = argparse.Namespace(arch="swagan", size=32, latent=32, n_mlp=3, channel_multiplier=2)
+    path = tmp_path / "swagan.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(UnsupportedCheckpoint, match=r"SWAGAN.*--arch swagan.*only .*StyleGAN2") as info:
+        generator_from_rosinality(safe_pickle.load_rosinality_checkpoint(path))
+    assert "\n" not in str(info.value)
+
+
 def test_channel_tables() -> None:
     def table(size: int, m: int) -> dict[int, int]:
         full = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * m, 128: 128 * m, 256: 64 * m, 512: 32 * m, 1024: 16 * m}
@@ -327,6 +343,8 @@ def test_rosinality_bad_checkpoints() -> None:
     state["convs.0.conv.blur.kernel"] = torch.ones(4, 4)
     with pytest.raises(UnsupportedCheckpoint, match="blur kernel"):
         generator_from_rosinality({"g_ema": state})
+    with pytest.raises(UnsupportedCheckpoint, match=r"args\.arch='mystery' is not supported"):
+        generator_from_rosinality({"g_ema": ref.state_dict(), "args": argparse.Namespace(arch="mystery")})
     state = dict(ref.state_dict())
     state["style.2.weight"] = state["style.2.weight"].clone().fill_(float("inf"))
     with pytest.raises(CheckpointError, match="NaN or Inf"):
