@@ -48,6 +48,14 @@ _STYLEGAN3_KWARGS = {"magnitude_ema_beta", "conv_kernel", "use_radial_filters", 
                      "filter_size", "lrelu_upsampling"}
 _STYLEGAN3_MESSAGE = "StyleGAN3 generators are not supported yet (only StyleGAN2 / StyleGAN2-ADA 'skip' generators)"
 
+# What SynthesisBlock clamps at when the Generator got no conv_clamp: the two NVIDIA codebases differ.
+# stylegan2-ada-pytorch, training/networks.py: ``conv_clamp = None`` (its train.py always passes a
+# value, in the nested ``synthesis_kwargs``). stylegan3, training/networks_stylegan2.py:
+# ``conv_clamp = 256``; its Generator takes the synthesis arguments flat and its train.py passes
+# conv_clamp only with ``--fp32`` (as None), so a pickle without it clamps at 256.
+_ADA_DEFAULT_CONV_CLAMP: float | None = None
+_STYLEGAN3_REPO_DEFAULT_CONV_CLAMP: float | None = 256.0
+
 
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
@@ -59,7 +67,10 @@ def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | 
     """Our config for an NVIDIA ``G_ema`` from its ``init_kwargs`` (and, if known, its class name).
 
     Accepts both layouts: stylegan2-ada-pytorch (synthesis arguments in ``synthesis_kwargs``)
-    and stylegan3's ``networks_stylegan2`` (synthesis arguments at top level).
+    and stylegan3's ``networks_stylegan2`` (synthesis arguments at top level). The layout also
+    tells which code built the network, hence what an absent ``conv_clamp`` means: None for
+    stylegan2-ada-pytorch, 256 for stylegan3's ``networks_stylegan2`` (a Generator given no
+    synthesis arguments at all reads as the latter; ada's ``train.py`` always writes them).
     Raises UnsupportedCheckpoint for StyleGAN3, conditional (c_dim > 0) and non-'skip' generators.
     """
     if not isinstance(init_kwargs, Mapping):
@@ -73,6 +84,7 @@ def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | 
     if missing:
         raise UnsupportedCheckpoint(f"NVIDIA init_kwargs lack {sorted(missing)}")
     mapping = dict(top.pop("mapping_kwargs", None) or {})
+    nested = "synthesis_kwargs" in top
     synthesis = dict(top.pop("synthesis_kwargs", None) or {})
     # stylegan3's networks_stylegan2.Generator takes the synthesis arguments flat.
     for key in list(top):
@@ -102,7 +114,12 @@ def config_from_nvidia_kwargs(init_kwargs: Mapping[str, Any], class_name: str | 
 
     w_dim = _as_int(top["w_dim"], "w_dim")
     layer_features = mapping.get("layer_features")
-    conv_clamp = synthesis.get("conv_clamp")
+    if "conv_clamp" in synthesis:
+        conv_clamp = synthesis["conv_clamp"]
+    else:
+        conv_clamp = _ADA_DEFAULT_CONV_CLAMP if nested else _STYLEGAN3_REPO_DEFAULT_CONV_CLAMP
+        log.info("NVIDIA init_kwargs store no conv_clamp; using %s, the default of %s", conv_clamp,
+                 "stylegan2-ada-pytorch's networks.py" if nested else "stylegan3's networks_stylegan2.py")
     try:
         return StyleGAN2Config(
             z_dim=_as_int(top["z_dim"], "z_dim"),
@@ -191,12 +208,35 @@ def _check_blur(state: Mapping[str, torch.Tensor], taps: tuple[int, ...]) -> Non
                 raise UnsupportedCheckpoint(f"rosinality checkpoint: {key} is not the [1, 3, 3, 1] blur kernel")
 
 
+# SWAGAN (their swagan.py, ``train.py --arch swagan``) keeps its Haar wavelet filters as buffers.
+_WAVELET_BUFFER = re.compile(r"(?:^|\.)(?:iwt|dwt)\.(?:ll|lh|hl|hh)$")
+
+
+def _refuse_other_architectures(ckpt: Mapping[str, Any], state: Mapping[Any, Any]) -> None:
+    """rosinality's train.py also trains SWAGAN, whose g_ema looks like a 12-channel StyleGAN2."""
+    args = ckpt.get("args")
+    arch = getattr(args, "arch", None) if args is not None else None
+    wavelet = [str(k) for k in state if _WAVELET_BUFFER.search(str(k))]
+    if arch == "swagan" or wavelet:
+        evidence = f"args.arch={arch!r}" if arch == "swagan" else f"wavelet buffers such as {wavelet[0]!r}"
+        raise UnsupportedCheckpoint(
+            f"rosinality checkpoint: a SWAGAN generator (--arch swagan; {evidence}) is not supported; "
+            "only rosinality StyleGAN2 generators (--arch stylegan2) can be converted"
+        )
+    if arch not in (None, "stylegan2"):
+        raise UnsupportedCheckpoint(
+            f"rosinality checkpoint: architecture args.arch={arch!r} is not supported; "
+            "only rosinality StyleGAN2 generators (--arch stylegan2) can be converted"
+        )
+
+
 def generator_from_rosinality(ckpt: Mapping[str, Any], n_mean_latent: int = 4096) -> Generator:
     """Build our generator from a rosinality/stylegan2-pytorch checkpoint dict.
 
     ``ckpt`` is ``{'g_ema': state_dict, 'latent_avg': [style_dim] (optional), ...}`` or a bare
     ``g_ema`` state dict. Without ``latent_avg``, ``w_avg`` is estimated as the mean W of
     ``n_mean_latent`` seeded z samples (what their generate.py does for truncation).
+    SWAGAN checkpoints (``--arch swagan``) raise UnsupportedCheckpoint.
     """
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"rosinality checkpoint must be a dict, got {type(ckpt).__name__}")
@@ -211,6 +251,7 @@ def generator_from_rosinality(ckpt: Mapping[str, Any], n_mean_latent: int = 4096
         raise CheckpointError(f"rosinality checkpoint: 'g_ema' must be a state dict, got {type(state).__name__}")
     if any(str(k).startswith("module.") for k in state):
         state = {str(k)[len("module."):]: v for k, v in state.items()}
+    _refuse_other_architectures(ckpt, state)
 
     # --- infer hyperparameters from shapes
     n_mlp = 0

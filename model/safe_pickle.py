@@ -15,6 +15,10 @@ name + state) whose source is kept as text and never executed. Tensor storages a
 ``torch.storage._load_from_bytes(bytes)``, whose real implementation does a full unsafe
 ``torch.load``; ours loads those bytes with ``weights_only=True``.
 
+TensorFlow-era NVIDIA pickles (``dnnlib.tflib.network.Network`` objects, which run their stored
+source on load) are recognised, not read: they raise one error that names them and the way to
+convert them (NVIDIA's ``legacy.py``).
+
 rosinality checkpoints are ``torch.save`` files (a dict of state dicts plus an
 ``argparse.Namespace``) and are read with ``torch.load(..., weights_only=True)``.
 
@@ -320,8 +324,52 @@ def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
-def _refuse_tensorflow(*args: Any, **kwargs: Any) -> Any:
-    raise CheckpointError("a TensorFlow-era StyleGAN pickle (dnnlib.tflib) is not supported")
+# TensorFlow-era NVIDIA pickles (the original StyleGAN and StyleGAN2 releases) hold
+# dnnlib.tflib.network.Network objects, written as NEWOBJ of that class and BUILD with the dict its
+# __getstate__ returns: {"version", "name", "static_kwargs", "components", "build_module_src",
+# "build_func_name", "variables"}; loading them execs build_module_src. StyleGAN2's code writes
+# version 4, the first StyleGAN's version 3. NVIDIA's legacy.py (stylegan2-ada-pytorch, stylegan3)
+# converts version 4 to PyTorch pickles and refuses older ones ("TensorFlow pickle version too low").
+_TF_NETWORK = "dnnlib.tflib.network.Network"
+_LEGACY_PY = ("convert it to a PyTorch pickle with legacy.py from NVIDIA's stylegan3 or stylegan2-ada-pytorch "
+              "repository (python legacy.py --source=IN.pkl --dest=OUT.pkl), then run vjapp convert on OUT.pkl")
+
+
+def tensorflow_pickle_message(version: Any = None) -> str:
+    """One line saying what a TensorFlow-era NVIDIA pickle is and what to do with it."""
+    version = version if type(version) is int else None  # noqa: E721 - not bool, not float
+    if version == 4:
+        return (f"a TensorFlow-era NVIDIA StyleGAN2 network pickle ({_TF_NETWORK}, layout version 4), "
+                f"which vjapp cannot read directly: {_LEGACY_PY}")
+    if version in (2, 3):
+        return (f"a TensorFlow-era NVIDIA StyleGAN (first version) network pickle ({_TF_NETWORK}, layout version "
+                f"{version}), which vjapp cannot read; NVIDIA's legacy.py converts only TensorFlow StyleGAN2 "
+                "pickles (layout version 4), so this network has no PyTorch StyleGAN2 form to import")
+    return (f"a TensorFlow-era NVIDIA network pickle ({_TF_NETWORK}), which vjapp cannot read directly; "
+            f"if it is a StyleGAN2 network, {_LEGACY_PY}")
+
+
+class _TensorFlowNetwork(metaclass=_SealedType):
+    """What ``dnnlib.tflib.network.Network`` resolves to: it holds nothing and runs nothing.
+
+    Its ``__setstate__`` (the pickle's BUILD) reads only the layout version from the state and
+    raises the message for that kind of file; the stored source is never looked at.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any) -> None:  # a REDUCE call instead of NEWOBJ: caught after loading
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise CheckpointError(tensorflow_pickle_message())
+        raise CheckpointError(tensorflow_pickle_message(state.get("version")))
+
+
+def _holds_tensorflow_network(data: Any) -> bool:
+    items = data.values() if isinstance(data, dict) else data if isinstance(data, (tuple, list)) else ()
+    return isinstance(data, _TensorFlowNetwork) or any(isinstance(x, _TensorFlowNetwork) for x in items)
 
 
 _TORCH_DTYPES = {
@@ -353,7 +401,6 @@ _CALLABLES: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-    ("dnnlib.tflib.network", "Network"): _refuse_tensorflow,
     ("_codecs", "encode"): _latin1_bytes,
     ("numpy", "dtype"): _PendingDtype,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
@@ -375,6 +422,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("__builtin__", "frozenset"): frozenset,
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib", "EasyDict"): EasyDict,
+    ("dnnlib.tflib.network", "Network"): _TensorFlowNetwork,
     ("numpy", "ndarray"): np.ndarray,
     **{("torch", name): value for name, value in _TORCH_DTYPES.items()},
 }
@@ -387,6 +435,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
+            if module == "dnnlib.tflib" or module.startswith("dnnlib.tflib."):
+                raise CheckpointError(tensorflow_pickle_message()) from None
             raise UnsafeCheckpoint(f"refused global {module}.{name} (not on the allowlist; nothing was executed)") from None
 
     def persistent_load(self, pid: Any) -> Any:
@@ -506,6 +556,8 @@ def load_nvidia_pickle(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: pickle nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - arbitrary bytes can fail anywhere; one clear error
         raise CheckpointError(f"{p}: corrupt or truncated pickle ({type(exc).__name__}: {_first_line(exc)})") from None
+    if _holds_tensorflow_network(data):
+        raise CheckpointError(f"{p}: {tensorflow_pickle_message()}")
     if not isinstance(data, dict):
         raise CheckpointError(
             f"{p}: holds a {type(data).__name__}, not a StyleGAN network pickle (expected a dict with 'G_ema')"

@@ -55,8 +55,18 @@ class EasyDictOut(dict):
     """A dict written as ``dnnlib.util.EasyDict`` (NEWOBJ + SETITEMS, as pickle writes it)."""
 
 
+class TFNetworkOut:
+    """Written as a TensorFlow-era ``dnnlib.tflib.network.Network`` pickles itself (NVlabs/stylegan2,
+    ``dnnlib/tflib/network.py``): NEWOBJ of the class with no arguments, then BUILD with the dict
+    its ``__getstate__`` returns."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
 PERSISTENT_RECONSTRUCT = GlobalRef("torch_utils.persistence", "_reconstruct_persistent_obj")
 EASYDICT = GlobalRef("dnnlib.util", "EasyDict")
+TF_NETWORK = GlobalRef("dnnlib.tflib.network", "Network")
 
 
 def remember_init(cls: type[nn.Module]) -> type[nn.Module]:
@@ -121,8 +131,17 @@ class NvidiaPickler(pickle._Pickler):  # the pure-Python pickler lets us write r
         self.memoize(obj)
         self._batch_setitems(iter(obj.items()))
 
+    def _write_tf_network(self, obj: TFNetworkOut) -> None:
+        self.save(TF_NETWORK)
+        self.save(())
+        self.write(pickle.NEWOBJ)
+        self.memoize(obj)
+        self.save(obj.state)
+        self.write(pickle.BUILD)
+
     dispatch[GlobalRef] = _write_global
     dispatch[EasyDictOut] = _write_easydict
+    dispatch[TFNetworkOut] = _write_tf_network
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, Call):
@@ -187,6 +206,50 @@ def snapshot(G: nn.Module, D: nn.Module | None = None, G_ema: nn.Module | None =
         "training_set_kwargs": {"class_name": "training.dataset.ImageFolderDataset", "path": "data.zip",
                                 "use_labels": False, "max_size": 100, "xflip": False, "resolution": 16},
     }
+
+
+def tf_network(name: str, build_func_name: str, variables: Mapping[str, np.ndarray], *, version: int = 4,
+               static_kwargs: Mapping[str, Any] | None = None, components: Mapping[str, TFNetworkOut] | None = None,
+               build_module_src: str = "") -> TFNetworkOut:
+    """One TensorFlow-era network with the state ``Network.__getstate__`` writes (StyleGAN2: version 4,
+    the first StyleGAN: version 3)."""
+    return TFNetworkOut({
+        "version": version,
+        "name": name,
+        "static_kwargs": dict(static_kwargs or {}),
+        "components": dict(components or {}),
+        "build_module_src": build_module_src,
+        "build_func_name": build_func_name,
+        "variables": list(variables.items()),
+    })
+
+
+def tensorflow_snapshot(version: int = 4, build_module_src: str = "") -> tuple[TFNetworkOut, ...]:
+    """``(G, D, Gs)`` as the TensorFlow StyleGAN / StyleGAN2 training loops pickled them (tiny weights)."""
+    module = "training.networks_stylegan2" if version >= 4 else "training.networks_stylegan"
+    rng = np.random.default_rng(0)
+
+    def generator(name: str) -> TFNetworkOut:
+        mapping = tf_network(f"{name}_mapping", f"{module}.G_mapping",
+                             {"Dense0/weight": rng.standard_normal((8, 8), dtype=np.float32),
+                              "Dense0/bias": np.zeros(8, np.float32)},
+                             version=version, build_module_src=build_module_src,
+                             static_kwargs={"latent_size": 8, "dlatent_size": 8, "mapping_layers": 1})
+        synthesis_func = f"{module}.G_synthesis_stylegan2" if version >= 4 else f"{module}.G_synthesis"
+        synthesis = tf_network(f"{name}_synthesis", synthesis_func,
+                               {"4x4/Const/const": rng.standard_normal((1, 8, 4, 4), dtype=np.float32)},
+                               version=version, build_module_src=build_module_src,
+                               static_kwargs={"resolution": 4, "num_channels": 3})
+        return tf_network(name, f"{module}.G_main" if version >= 4 else f"{module}.G_style",
+                          {"dlatent_avg": np.zeros(8, np.float32), "lod": np.array(0, np.float32)},
+                          version=version, build_module_src=build_module_src,
+                          static_kwargs={"resolution": 4, "num_channels": 3, "latent_size": 8, "label_size": 0},
+                          components={"mapping": mapping, "synthesis": synthesis})
+
+    D = tf_network("D", f"{module}.D_stylegan2" if version >= 4 else f"{module}.D_basic",
+                   {"Output/weight": rng.standard_normal((8, 1), dtype=np.float32)},
+                   version=version, build_module_src=build_module_src, static_kwargs={"resolution": 4})
+    return generator("G"), D, generator("Gs")
 
 
 def torch_save_bytes(obj: Any, legacy: bool = False) -> bytes:

@@ -315,6 +315,26 @@ class Generator(torch.nn.Module):
         return self.synthesis(ws, **synthesis_kwargs)
 
 
+class StyleGAN3RepoGenerator(Generator):
+    """The stylegan3 repository's ``training/networks_stylegan2.Generator`` (``train.py --cfg=stylegan2``).
+
+    Two differences from stylegan2-ada-pytorch's ``training/networks.py``, both in NVlabs/stylegan3:
+    the synthesis arguments are taken flat (``**synthesis_kwargs``, so ``init_kwargs`` holds them
+    at top level), and ``SynthesisBlock``'s ``conv_clamp`` defaults to 256 (networks_stylegan2.py,
+    line 373), so a generator whose constructor got no ``conv_clamp`` -- every one ``train.py``
+    builds without ``--fp32`` -- clamps at 256.
+    """
+
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, **synthesis_kwargs):
+        # fused_modconv_default (train.py sets 'inference_only') picks grouped vs. plain convolutions:
+        # the same numbers, so this reference, which always fuses, ignores it.
+        block_kwargs = {k: v for k, v in synthesis_kwargs.items() if k != "fused_modconv_default"}
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=mapping_kwargs,
+                         synthesis_kwargs={"conv_clamp": 256, **block_kwargs})
+        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs), **synthesis_kwargs)
+
+
 def randomize_(G: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Give every parameter and buffer a random, non-trivial value so no term can hide.
 

@@ -266,6 +266,70 @@ class Generator(nn.Module):
         return skip, None
 
 
+# ------------------------------------------------------------------------------------------
+# SWAGAN (their swagan.py, ``train.py --arch swagan``): the same mapping and convolutions, but the
+# skip image is a Haar wavelet pyramid (4 subbands x 3 colours = 12 channels) kept at half the
+# output size; each to-RGB layer goes back to pixels (inverse wavelet), up-samples and returns to
+# wavelets, and a last inverse wavelet ``iwt`` draws the picture. The filters are buffers, so a
+# SWAGAN ``g_ema`` has ``iwt.ll``, ``to_rgbs.{i}.dwt.hh``, ... keys that no StyleGAN2 one has.
+
+
+class HaarTransform(nn.Module):
+    """Haar analysis (``inverse=False``: 2x down, 4 subbands) or synthesis (2x up, subbands summed)."""
+
+    def __init__(self, inverse=False):
+        super().__init__()
+        low = torch.full((1, 2), 2 ** -0.5)
+        high = low.clone()
+        high[0, 0] = -high[0, 0]
+        sign = -1.0 if inverse else 1.0  # synthesis flips the mixed filters
+        self.inverse = inverse
+        self.register_buffer("ll", low.T * low)
+        self.register_buffer("lh", sign * (high.T * low))
+        self.register_buffer("hl", sign * (low.T * high))
+        self.register_buffer("hh", high.T * high)
+
+    def forward(self, input):
+        filters = (self.ll, self.lh, self.hl, self.hh)
+        if self.inverse:
+            return sum(upfirdn2d(band, f, up=2, pad=(1, 0)) for band, f in zip(input.chunk(4, 1), filters))
+        return torch.cat([upfirdn2d(input, f, down=2) for f in filters], 1)
+
+
+class WaveletToRGB(nn.Module):
+    def __init__(self, in_channel, style_dim, upsample=True, blur_kernel=(1, 3, 3, 1)):
+        super().__init__()
+        if upsample:
+            self.iwt = HaarTransform(inverse=True)
+            self.upsample = Upsample(list(blur_kernel))
+            self.dwt = HaarTransform()
+        self.conv = ModulatedConv2d(in_channel, 3 * 4, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3 * 4, 1, 1))
+
+    def forward(self, input, style, skip=None):
+        out = self.conv(input, style) + self.bias
+        if skip is not None:
+            out = out + self.dwt(self.upsample(self.iwt(skip)))
+        return out
+
+
+class SWAGANGenerator(Generator):
+    """Their SWAGAN generator for output ``size``: convolutions up to ``size // 2``, then ``iwt``."""
+
+    def __init__(self, size, style_dim, n_mlp, channel_multiplier=2, blur_kernel=(1, 3, 3, 1), lr_mlp=0.01,
+                 channels: dict[int, int] | None = None):
+        super().__init__(size // 2, style_dim, n_mlp, channel_multiplier, blur_kernel, lr_mlp, channels)
+        self.size = size
+        self.to_rgb1 = WaveletToRGB(self.channels[4], style_dim, upsample=False)
+        self.to_rgbs = nn.ModuleList(WaveletToRGB(self.channels[2 ** i], style_dim, blur_kernel=blur_kernel)
+                                     for i in range(3, self.log_size + 1))
+        self.iwt = HaarTransform(inverse=True)
+
+    def forward(self, styles, **kwargs):
+        wavelets, latent = super().forward(styles, **kwargs)
+        return self.iwt(wavelets), latent
+
+
 def randomize_(G: nn.Module, seed: int) -> nn.Module:
     """Random, non-trivial values everywhere (non-zero biases and noise weights)."""
     gen = torch.Generator().manual_seed(seed)

@@ -14,7 +14,7 @@ import torch
 import reference_nvidia as nv
 import reference_rosinality as ros
 from model.stylegan2 import load_generator
-from nvidia_pickle import Call, dump_nvidia_pickle, snapshot, torch_save_bytes
+from nvidia_pickle import Call, dump_nvidia_pickle, snapshot, tensorflow_snapshot, torch_save_bytes
 from vjapp.cli import main
 
 Z_DIM = W_DIM = 16
@@ -164,6 +164,23 @@ def test_stylegan3_is_not_supported_yet(tmp_path: Path, capsys: pytest.CaptureFi
     sg3_src = "class SynthesisInput(torch.nn.Module):\n    pass\nclass Generator(torch.nn.Module):\n    pass\n"
     src = dump_nvidia_pickle(tmp_path / "sg3.pkl", snapshot(ref), module_src=sg3_src)
     assert_one_line_error(*run_cli(capsys, str(src), "-o", str(tmp_path / "o")), r"StyleGAN3.*not supported")
+
+
+def test_swagan_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    G = ros.randomize_(ros.SWAGANGenerator(size=32, style_dim=Z_DIM, n_mlp=3, channels={4: 32, 8: 32, 16: 16}), 0)
+    src = tmp_path / "swagan.pt"
+    src.write_bytes(torch_save_bytes({"g_ema": G.state_dict(), "latent_avg": torch.zeros(Z_DIM),
+                                      "args": argparse.Namespace(arch="swagan", size=32)}))
+    assert_one_line_error(*run_cli(capsys, str(src), "-o", str(tmp_path / "o")),
+                          r"swagan\.pt: .*SWAGAN generator .*not supported")
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_tensorflow_pickle_names_its_converter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = dump_nvidia_pickle(tmp_path / "stylegan2-ffhq-config-f.pkl", tensorflow_snapshot(version=4))
+    assert_one_line_error(*run_cli(capsys, str(src), "-o", str(tmp_path / "o")),
+                          r"TensorFlow-era NVIDIA StyleGAN2 network pickle .*legacy\.py .*then run vjapp convert")
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 def test_refuses_to_overwrite_and_native_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

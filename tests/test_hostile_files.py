@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,7 @@ from nvidia_pickle import (
     nvidia_pickle_bytes,
     snapshot,
     tensor_from_storage_bytes,
+    tensorflow_snapshot,
     torch_save_bytes,
 )
 
@@ -225,9 +227,40 @@ def test_numpy_object_and_structured_dtypes_are_refused(tmp_path: Path, dtype: s
 
 
 def test_tensorflow_pickle_gets_a_clear_message(tmp_path: Path) -> None:
-    data = (Call("dnnlib.tflib.network", "Network"),) * 3
-    with pytest.raises(CheckpointError, match="TensorFlow-era StyleGAN pickle"):
+    data = (Call("dnnlib.tflib.network", "Network"),) * 3  # a REDUCE call rather than NEWOBJ + BUILD
+    with pytest.raises(CheckpointError, match="TensorFlow-era NVIDIA network pickle.*legacy.py"):
         load_nvidia_pickle(dump_nvidia_pickle(tmp_path / "tf.pkl", data))
+    other = {"G_ema": Call("dnnlib.tflib.tfutil", "Optimizer")}
+    with pytest.raises(CheckpointError, match="TensorFlow-era NVIDIA network pickle"):
+        load_nvidia_pickle(dump_nvidia_pickle(tmp_path / "tf2.pkl", other))
+
+
+@pytest.mark.parametrize(
+    "version, protocol, expected",
+    [
+        (4, 4, r"TensorFlow-era NVIDIA StyleGAN2 network pickle \(dnnlib\.tflib\.network\.Network, layout version 4\)"
+               r".*legacy\.py .*stylegan3 or stylegan2-ada-pytorch"
+               r".*--source=IN\.pkl --dest=OUT\.pkl"),
+        (3, 2, r"TensorFlow-era NVIDIA StyleGAN \(first version\) network pickle .*layout version 3.*"
+               r"legacy\.py converts only TensorFlow StyleGAN2 pickles"),
+    ],
+)
+def test_real_tensorflow_pickle_layout_is_recognised_without_running_it(
+    tmp_path: Path, version: int, protocol: int, expected: str
+) -> None:
+    """(G, D, Gs) of dnnlib.tflib.network.Network objects, as the TensorFlow releases pickled them:
+    NEWOBJ of the class, then BUILD with {version, name, static_kwargs, components, build_module_src,
+    build_func_name, variables}. Loading one with NVIDIA's code execs build_module_src."""
+    marker = tmp_path / "PWNED"
+    src = f"open({str(marker)!r}, 'w').write('ran')\n"
+    path = dump_nvidia_pickle(tmp_path / "stylegan2-ffhq-config-f.pkl",
+                              tensorflow_snapshot(version=version, build_module_src=src), protocol=protocol)
+    with pytest.raises(CheckpointError) as info:
+        load_nvidia_pickle(path)
+    message = str(info.value)
+    assert type(info.value) is CheckpointError and re.search(expected, message), message
+    assert message.startswith(f"{path}: ") and "\n" not in message and "_Sealed" not in message
+    assert not marker.exists()
 
 
 # Broken files --------------------------------------------------------------------------------------

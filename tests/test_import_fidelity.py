@@ -106,6 +106,59 @@ def test_nvidia_stylegan3_layout_kwargs() -> None:
 
 
 @pytest.mark.parametrize(
+    "synthesis, layout, expected",
+    [
+        # stylegan3's train.py --cfg=stylegan2 stores no conv_clamp; SynthesisBlock's default is 256.
+        (dict(channel_base=16384, channel_max=512, fused_modconv_default="inference_only"), "flat", 256.0),
+        # ... and with --fp32 it stores conv_clamp=None explicitly.
+        (dict(channel_base=16384, channel_max=512, num_fp16_res=0, conv_clamp=None), "flat", None),
+        # stylegan2-ada-pytorch's SynthesisBlock defaults to None (its train.py always stores a value).
+        (dict(channel_base=16384, channel_max=512), "nested", None),
+        (dict(channel_base=16384, channel_max=512, conv_clamp=256), "nested", 256.0),
+    ],
+)
+def test_nvidia_missing_conv_clamp_takes_the_default_of_its_code(synthesis, layout, expected) -> None:
+    kwargs = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3, mapping_kwargs={"num_layers": 8})
+    if layout == "flat":
+        kwargs.update(synthesis)
+    else:
+        kwargs["synthesis_kwargs"] = synthesis
+    assert config_from_nvidia_kwargs(kwargs).conv_clamp == expected
+
+
+def stylegan3_repo_reference(seed: int = 3) -> ref_nv.StyleGAN3RepoGenerator:
+    """What the stylegan3 repository's ``train.py --cfg=stylegan2`` builds without ``--fp32``:
+    synthesis arguments flat, no ``conv_clamp`` among them, every block clamping at 256."""
+    torch.manual_seed(seed)
+    G = ref_nv.StyleGAN3RepoGenerator(z_dim=24, c_dim=0, w_dim=40, img_resolution=16, img_channels=3,
+                                      mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=32,
+                                      fused_modconv_default="inference_only")
+    ref_nv.randomize_(G, seed)
+    with torch.no_grad():
+        G.synthesis.b8.conv1.bias[:2] += 200  # (x + 200) * sqrt(2) > 256: the clamp acts on two channels
+    return G.eval()
+
+
+def test_stylegan3_repo_pickle_without_conv_clamp_clamps_at_256(tmp_path) -> None:
+    nvidia_pickle = pytest.importorskip("nvidia_pickle")
+    safe_pickle = pytest.importorskip("model.safe_pickle")
+    ref = stylegan3_repo_reference()
+    assert "conv_clamp" not in ref.init_kwargs and "synthesis_kwargs" not in ref.init_kwargs
+    path = nvidia_pickle.dump_nvidia_pickle(tmp_path / "network-snapshot.pkl", nvidia_pickle.snapshot(ref, G_ema=ref))
+    record = safe_pickle.load_nvidia_pickle(path)["G_ema"]
+    G = generator_from_nvidia(safe_pickle.record_init_kwargs(record), safe_pickle.record_state_dict(record),
+                              class_name=record.module_name)
+    z = torch.randn(2, 24, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = ref(z, None, PSI, CUTOFF, noise_mode="const")
+        # Negative control: the same weights without a clamp draw another picture, so the clamp is exercised.
+        unclamped = generator_from_nvidia({**ref.init_kwargs, "conv_clamp": None}, ref.state_dict())
+        assert float((unclamped(z, PSI, CUTOFF, noise_mode="const") - expected).abs().max()) > 100 * TOL
+        assert_images_close(expected, G(z, PSI, CUTOFF, noise_mode="const"))
+    assert G.config.conv_clamp == 256.0
+
+
+@pytest.mark.parametrize(
     "change, message",
     [
         (dict(c_dim=10), "conditional"),
@@ -250,6 +303,22 @@ def test_rosinality_end_to_end_through_weights_only_load(tmp_path) -> None:
         assert_images_close(img_ref, G.synthesis(ws, "const"))
 
 
+@pytest.mark.parametrize("with_args", [True, False])
+def test_rosinality_swagan_is_refused(tmp_path, with_args: bool) -> None:
+    """A SWAGAN g_ema (wavelet to-RGB layers, 12 channels) must not pass for a 12-channel StyleGAN2."""
+    safe_pickle = pytest.importorskip("model.safe_pickle")
+    torch.manual_seed(4)
+    ref = ref_ro.randomize_(ref_ro.SWAGANGenerator(32, style_dim=32, n_mlp=3, channels={4: 32, 8: 32, 16: 16}), 4)
+    ckpt = {"g_ema": ref.state_dict(), "latent_avg": torch.zeros(32)}
+    if with_args:  # train.py saves its arguments; a bare g_ema is told by its wavelet buffers alone
+        ckpt["args"] = argparse.Namespace(arch="swagan", size=32, latent=32, n_mlp=3, channel_multiplier=2)
+    path = tmp_path / "swagan.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(UnsupportedCheckpoint, match=r"SWAGAN.*--arch swagan.*only .*StyleGAN2") as info:
+        generator_from_rosinality(safe_pickle.load_rosinality_checkpoint(path))
+    assert "\n" not in str(info.value)
+
+
 def test_channel_tables() -> None:
     def table(size: int, m: int) -> dict[int, int]:
         full = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * m, 128: 128 * m, 256: 64 * m, 512: 32 * m, 1024: 16 * m}
@@ -274,6 +343,8 @@ def test_rosinality_bad_checkpoints() -> None:
     state["convs.0.conv.blur.kernel"] = torch.ones(4, 4)
     with pytest.raises(UnsupportedCheckpoint, match="blur kernel"):
         generator_from_rosinality({"g_ema": state})
+    with pytest.raises(UnsupportedCheckpoint, match=r"args\.arch='mystery' is not supported"):
+        generator_from_rosinality({"g_ema": ref.state_dict(), "args": argparse.Namespace(arch="mystery")})
     state = dict(ref.state_dict())
     state["style.2.weight"] = state["style.2.weight"].clone().fill_(float("inf"))
     with pytest.raises(CheckpointError, match="NaN or Inf"):
