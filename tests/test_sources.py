@@ -284,3 +284,48 @@ def test_list_devices_never_raises():
         assert isinstance(devices, list)
         for d in devices:
             assert d.name and d.default_samplerate > 0
+
+
+# ------------------------------------------------------------------------------ streamed from a file
+def _streamed_player(tmp_path, seconds: float, **kw) -> tuple[FilePlayer, np.ndarray]:
+    """A FilePlayer reading a float WAV of the ramp in blocks (what the app does with a path)."""
+    import soundfile as sf
+
+    data = ramp(int(seconds * SR))[:, 0]
+    path = tmp_path / "ramp.wav"
+    sf.write(path, data, SR, subtype="FLOAT")
+    kw.setdefault("play_audio", False)
+    return FilePlayer(path, blocksize=BS, **kw), data
+
+
+def test_streamed_file_player_loops_pauses_and_ends_like_the_in_memory_one(tmp_path):
+    player, data = _streamed_player(tmp_path, 0.1, loop=True)
+    with player:
+        time.sleep(0.4)
+    got = player.ring.read_since(0).data
+    assert len(got) > 3 * len(data)
+    content = got[np.flatnonzero(got)[0]:]  # from the ramp's first non-zero sample, data[1]
+    n = len(content) // len(data) * len(data)
+    looped = np.tile(data, n // len(data) + 1)[1:n + 1]
+    np.testing.assert_array_equal(content[:n], looped)  # wraps sample-exact, no gap
+    assert player.cursor.loops >= 3 and not player.finished
+
+    player, data = _streamed_player(tmp_path, 2.0)
+    with player:
+        time.sleep(0.2)
+        player.pause()
+        pos = player.position
+        time.sleep(0.3)
+        assert player.position == pos and player.paused
+        player.play()
+        time.sleep(0.1)
+        assert player.position > pos
+
+    player, data = _streamed_player(tmp_path, 0.1)
+    with player:
+        assert _wait_until(lambda: player.finished, 2.0)
+        got = player.ring.read_since(0).data
+        content = got[np.flatnonzero(got)[0]:]
+        np.testing.assert_array_equal(content[: len(data) - 1], data[1:])  # ramp's first sample is 0
+        player.play()  # restarts from the beginning
+        assert _wait_until(lambda: not player.finished and player.position > 0.02)
