@@ -27,7 +27,7 @@ STAGES = ("mel", "encoder", "recurrent", "model_step", "interpolate", "synthesis
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=None, help="bundle directory (default: the embedded default)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="synthesis precision")
     p.add_argument("--frames", type=int, default=150, help="frames to time (after warm-up)")
     p.add_argument("--warmup", type=int, default=15, help="untimed frames first")
@@ -50,7 +50,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     """Run the benchmark and return its figures."""
     from vjapp.bundles import open_bundle
     from vjapp.engine.controls import Controls
-    from vjapp.engine.frames import resolve_device, resolve_dtype
+    from vjapp.engine.frames import resolve_device, resolve_dtype, synchronize
     from vjapp.engine.pipeline import PipelineConfig
     from vjapp.engine.show import Show, ShowConfig
 
@@ -82,8 +82,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     started = None
     for i in range(total):
         if i == warmup:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
+            synchronize(dev)
             show.stats.reset()
             started = time.perf_counter()
         tf = i / fps
@@ -93,8 +92,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
             show.model_step(tk, [audio[max(0, end - show.sound.window_samples):end]])
             next_step += 1
         show.frame_at(tf)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     assert started is not None
     wall = time.perf_counter() - started
     snap = show.stats.snapshot()

@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit code 130, not a traceback; the live app handles SIGINT and SIGTERM itself (see
     :func:`vjapp.app.run`).
     """
+    if sys.platform == "darwin":  # before torch loads: ops Metal lacks run on the CPU instead of failing
+        os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     try:
         parser = build_parser()
         args = parser.parse_args(_default_to_gui(list(sys.argv[1:] if argv is None else argv)))

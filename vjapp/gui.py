@@ -110,12 +110,12 @@ def _size(text: str) -> str:
     return text
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _device(text: str) -> str:
     if not _DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, mps, cuda or cuda:N, got {text!r}")
     return text
 
 
@@ -204,7 +204,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-feedback", type=_host_port, default=None, metavar="HOST:PORT",
                    help="send control changes made in the GUI to this OSC address")
     p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
-    p.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="synthesis precision (auto: bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--threads", type=_nonneg_int, default=0,

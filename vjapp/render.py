@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="native", help="output size in pixels (power of two) or 'native'")
     p.add_argument("--model-rate", type=float, default=None, help="model steps per second (default: the bundle's)")
     p.add_argument("--gain", type=float, default=1.0, help="overall reactivity to sound")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="synthesis precision (auto: bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,21 +13,47 @@ from model.stylegan2 import Generator, prepare_for_inference
 log = logging.getLogger(__name__)
 
 
+MPS_ABSENT = ("the Apple-silicon GPU (MPS) was asked for but is not available here: it needs a Mac with "
+              "Apple silicon, macOS 12.3 or later and a torch build with MPS (the macOS arm64 wheel)")
+
+
+def mps_available() -> bool:
+    """Whether torch can use an Apple-silicon GPU (Metal Performance Shaders) here."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when there is one, else the CPU."""
+    """``auto`` picks CUDA when there is one, else the Apple-silicon GPU (MPS), else the CPU.
+
+    On MPS, ops that Metal lacks run on the CPU (``PYTORCH_ENABLE_MPS_FALLBACK=1``, set by
+    :func:`vjapp.cli.main` before torch loads), so a missing kernel slows a frame, never stops it.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA GPU is available")
+    if device.type == "mps" and not mps_available():
+        raise RuntimeError(MPS_ABSENT)
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (stage timings on asynchronous devices are true then)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CPU (about 3x faster than fp32 here), fp16 on CUDA."""
+    """``auto``: bf16 on CPU (about 3x faster than fp32 here), fp16 on CUDA and MPS."""
     table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
+        return torch.float16 if device.type in ("cuda", "mps") else torch.bfloat16
     if name not in table:
         raise ValueError(f"dtype must be one of auto, {', '.join(table)}; got {name!r}")
     return table[name]

@@ -33,6 +33,7 @@ from torch import nn
 
 from model.audio_features import LogMel, rms_loudness
 from vjapp.engine.controls import Controls, GroupGains, GroupSmoothing
+from vjapp.engine.frames import synchronize
 from vjapp.engine.latents import db_to_unit, group_masks, truncate
 from vjapp.engine.stats import EngineStats
 
@@ -90,8 +91,8 @@ class SoundToLatent:
         self.config = config or PipelineConfig()
         self.device = device
         self.stats = stats
-        # CUDA runs asynchronously: synchronize at stage ends so the stage timings are true.
-        self._sync = torch.cuda.synchronize if device.type == "cuda" else None
+        # CUDA and MPS run asynchronously: synchronize at stage ends so the stage timings are true.
+        self._sync = (lambda: synchronize(device)) if device.type in ("cuda", "mps") else None
         self.logmel = logmel.to(device).eval()
         self.inversion = inversion.to(device).eval()
         self.predictor = predictor.to(device).eval()
