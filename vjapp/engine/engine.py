@@ -264,11 +264,12 @@ class Engine:
 
     def _listen(self, show: Show) -> float:
         """Feed the main source's audio since the last frame to the rhythm analysis and the pulse
-        envelopes; returns the mean engine time at which that audio entered the ring (so the frame's
-        latency is measured sound in -> frame out; the newest moment when there was no new audio).
+        envelopes. Returns the mean engine time at which that audio entered the ring (the newest
+        moment when there was no new audio), plus the source's ``heard_latency``: the frame's
+        latency is then measured sound in (heard) -> frame out.
 
-        A file played to the speakers is heard ``latency`` after it enters the ring: its hops are
-        applied that much later, so the picture moves with what the audience hears.
+        A file played to the speakers is heard ``heard_latency`` after it enters the ring: its hops
+        are applied that much later, so the picture moves with what the audience hears.
         """
         now = self.clock.now()
         src = self._main_source()
@@ -299,7 +300,8 @@ class Engine:
         while self._hop_queue and self._hop_queue[0][0] <= now:
             due.append(self._hop_queue.popleft())
         if due:
-            show.listen([d[1] for d in due], analyzer.onsets.hop_s, loud, [d[3] for d in due])
+            for _, strength, level, beat in due:  # each hop with the loudness it was heard at
+                show.listen([strength], analyzer.onsets.hop_s, level, [beat])
         else:
             show.pulses.decay(now - prev, show.controls.rhythm.release)
         self.rhythm.publish(analyzer.snapshot(now, self.beat_clock))
