@@ -50,6 +50,10 @@ def jack_server() -> Iterator[str]:
     pytest.importorskip("rtmidi", reason='python-rtmidi is not installed (pip install "vjapp[midi]")')
     import rtmidi
 
+    try:  # PortAudio (the app's audio) looks for JACK when it starts: let it start before our server is
+        import sounddevice  # noqa: F401  # named, or it keeps a client that aborts its exit once the server is gone
+    except (ImportError, OSError):
+        pass
     name = f"vjapp-test-{os.getpid()}"
     saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_AUDIO_RESERVATION", "JACK_NO_START_SERVER")}
     os.environ.update(JACK_DEFAULT_SERVER=name, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
@@ -406,3 +410,57 @@ def test_mapping_logic_without_ports():
         m.start_learn("no.such.control")
     with pytest.raises(ValueError, match="prompt"):
         m.start_learn("prompt")  # text: no knob can set it
+
+
+# ------------------------------------------------------------------------------------------ the app
+def test_app_learns_from_the_slider_menu_and_follows_midi_clock(qtbot, controller, tmp_path, tiny_bundle_dir):
+    """``vjapp --midi PORT``: right-click "MIDI learn" on the gain slider, turn a knob, the slider
+    follows; MIDI clock becomes the engine's external tempo; the port closes with the app."""
+    import mido
+
+    from vjapp.app import build_app
+    from vjapp.gui import default_args
+
+    out = controller("app-h")
+    ctx = build_app(default_args(bundle=str(tiny_bundle_dir), windowed=True, no_osc=True, mute=True, threads=1,
+                                 settings=str(tmp_path / "settings.ini"), data_dir=str(tmp_path / "data"),
+                                 record_dir=str(tmp_path / "rec"), midi="app-h", midi_api="jack"))
+    try:
+        ctx.show()
+        assert ctx.midi is not None and ctx.midi.connected
+        slider = ctx.window._sliders["gain"]
+        menu = slider.context_menu()
+        assert menu is not None
+        learn = next(a for a in menu.actions() if a.text().startswith("MIDI learn"))
+        learn.trigger()
+        out.send(_cc(21, 5))
+        _wait(lambda: ctx.midi.mapping.binding_for("gain") is not None, what="the learned binding")
+        out.send(_cc(21, 127))
+        qtbot.waitUntil(lambda: slider.value() == 4.0, timeout=5000)  # the widget follows the mailbox
+        assert (tmp_path / "data" / "midi").is_dir() and any((tmp_path / "data" / "midi").glob("*.json"))
+
+        out.send(mido.Message("start"))
+        for _ in range(30):
+            out.send(mido.Message("clock"))
+            time.sleep(60.0 / 140.0 / PPQN)
+        _wait(lambda: ctx.engine.beat_clock.external is ctx.midi.clock, what="the clock attached")
+        qtbot.waitUntil(lambda: any("MIDI clock arrives" in text for _, text in ctx.window.messages), timeout=5000)
+    finally:
+        midi = ctx.midi
+        ctx.shutdown()
+    assert midi is not None and not midi.running
+
+
+def test_app_without_the_midi_port_plays_on_with_a_message(qtbot, jack_server, tmp_path, tiny_bundle_dir):
+    from vjapp.app import build_app
+    from vjapp.gui import default_args
+
+    ctx = build_app(default_args(bundle=str(tiny_bundle_dir), windowed=True, no_osc=True, mute=True, threads=1,
+                                 settings=str(tmp_path / "settings.ini"), data_dir=str(tmp_path / "data"),
+                                 record_dir=str(tmp_path / "rec"), midi="gone-controller", midi_api="jack"))
+    try:
+        assert ctx.midi is None and "no MIDI input 'gone-controller'" in (ctx.midi_error or "")
+        ctx.midi_learn("gain")  # says why it cannot, and nothing breaks
+        assert ctx.engine is not None
+    finally:
+        ctx.shutdown()

@@ -267,6 +267,11 @@ class MidiInput:
         self.mapping.cancel_learn()
 
     @property
+    def running(self) -> bool:
+        """The listener runs (between :meth:`start` and :meth:`stop`)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def controller(self) -> str | None:
         return controller_name(self.port_name) if self.port_name else None
 
