@@ -94,6 +94,7 @@ class _Backend:
             raise MidiUnavailable(str(exc)) from None
         self._rtmidi = rtmidi
         self.rt_api = _rtmidi_api(api)
+        self._jack_by_default = api == "auto" and self.rt_api == "UNIX_JACK"
         name = os.environ.get("MIDO_BACKEND") if self.rt_api is None else None
         try:
             self.mido = mido.Backend(name or ("mido.backends.rtmidi" + (f"/{self.rt_api}" if self.rt_api else "")),
@@ -115,7 +116,9 @@ class _Backend:
             return list(self._lister.get_ports())
         except Exception as exc:  # noqa: BLE001 - rtmidi.SystemError, RuntimeError, ...: the system is down
             self.close()
-            raise MidiError(f"no MIDI system ({self.description}): {exc}") from None
+            hint = ("; there is no ALSA sequencer here (/dev/snd/seq), so JACK was tried: start a JACK server"
+                    if self._jack_by_default else "")
+            raise MidiError(f"no MIDI system ({self.description}): {exc}{hint}") from None
 
     def open_input(self, name: str, callback: Callable[[Any], None]) -> Any:
         try:
