@@ -136,6 +136,9 @@ class AppContext:
         self.presets: PresetPlayer | None = None
         self.osc: OscServer | None = None
         self.osc_error: str | None = None
+        self.midi: Any = None  # vjapp.control.midi.MidiInput with --midi (mido is optional: not imported here)
+        self.midi_error: str | None = None
+        self._midi_clock_live = False
         self.output: OutputWindow | None = None
         self.window: MainWindow | None = None
         self.fullscreen_at_start = False
@@ -314,6 +317,7 @@ class AppContext:
                              on_frame=self._on_frame, on_error=self.bridge.report_error)
         self.engine.start()
         self.bridge.set_engine(self.engine)
+        self._attach_midi_clock()
 
     def _on_frame(self, frame: Frame) -> None:
         """Engine thread: hand the frame to the recorder when recording (never blocks)."""
@@ -581,6 +585,60 @@ class AppContext:
                 + f" · unknown {s.get('unknown_address', 0)} · rejected {bad}"
                 + (f" · feedback sent {s.get('feedback_sent', 0)}" if fb else ""))
 
+    # ================================================================== MIDI
+    def _midi_actions(self) -> dict[str, Callable[[Any], None]]:
+        """The OSC actions; ``record`` also takes None (a pad's press) as "toggle"."""
+        post = self.invoker.call
+        return dict(self._osc_actions(),
+                    record=lambda on: post(lambda: self.set_recording(not self._recording if on is None else bool(on))))
+
+    def _start_midi(self) -> None:
+        """With ``--midi``: open the port, its saved mapping (``data_dir/midi``) and MIDI clock.
+        A missing port or MIDI system is a message; the show goes on without MIDI."""
+        if not getattr(self.args, "midi", None):
+            return
+        from vjapp.control.midi import MidiError, MidiInput
+        from vjapp.control.midi_map import MidiMapStore
+
+        midi = MidiInput(self.args.midi, self.controls, self._midi_actions(), api=self.args.midi_api,
+                         store=MidiMapStore(self.data_dir / "midi"), on_message=self.message,
+                         on_clock=self._midi_clock_arrived)
+        try:
+            midi.start()
+        except MidiError as exc:
+            self.midi_error = str(exc)
+            self.message(f"MIDI is off: {exc}", "error")
+            return
+        self.midi = midi
+
+    def _midi_clock_arrived(self) -> None:
+        """MIDI listener thread: clock ticks (again): the engine's beat clock may follow them."""
+        first = not self._midi_clock_live
+        self._midi_clock_live = True
+        self._attach_midi_clock()
+        if first:
+            _, controls = self.controls.get()
+            self.message("MIDI clock arrives: " + ("the tempo follows it" if controls.rhythm.tempo_source == "external"
+                                                   else "choose the tempo source 'external' to follow it"))
+
+    def _attach_midi_clock(self) -> None:
+        engine = self.engine
+        if self._midi_clock_live and self.midi is not None and engine is not None:
+            engine.beat_clock.set_external(self.midi.clock)
+
+    def midi_learn(self, target: str) -> None:
+        """The next knob moved or pad hit on the MIDI input drives ``target`` (a control path or an action)."""
+        if self.midi is None:
+            self.message(f"MIDI learn needs a MIDI input (--midi PORT): {self.midi_error or 'none was given'}",
+                         "warning")
+            return
+        try:
+            self.midi.start_learn(target)
+        except ValueError as exc:
+            self.message(str(exc), "warning")
+            return
+        self.message(f"MIDI learn: move a knob or hit a pad for {target}")
+
     # ================================================================== lifecycle
     def show(self) -> None:
         """Show both windows (output fullscreen on ``--screen`` unless ``--windowed``), start the
@@ -697,6 +755,8 @@ class AppContext:
             self.set_recording(False)
         if self.osc is not None:
             self.osc.stop()
+        if self.midi is not None:
+            self.midi.stop()
         if self.engine is not None:
             self.engine.stop()
         if self.source is not None:
@@ -747,6 +807,7 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
         ctx.message(f"preset {path.name} skipped: {problem}", "warning")
     ctx.presets = PresetPlayer(library, ctx.controls, on_applied=ctx._preset_applied)
     ctx._start_osc()
+    ctx._start_midi()
     ctx._start_engine()
 
     # Fullscreen on --screen N; without it on the second screen (a projector), and with a single

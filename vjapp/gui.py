@@ -185,6 +185,17 @@ def _bundle_dir(text: str) -> str:
     return str(path)
 
 
+def _midi_port(text: str) -> str:
+    """``--midi``: a MIDI input's index or (a part of) its name; whether it exists is checked when
+    the show starts (:func:`check_midi`), since ports come and go."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a MIDI input's index or name (see `vjapp devices --midi`)")
+    return text.strip()
+
+
+MIDI_APIS = ("auto", "alsa", "jack", "coremidi", "winmm")  # vjapp.control.midi.MIDI_APIS (not imported: mido)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=_bundle_dir, default=None, metavar="DIR",
                    help="bundle directory; without it, the embedded default (else a random bundle)")
@@ -204,6 +215,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-feedback", type=_host_port, default=None, metavar="HOST:PORT",
                    help="send control changes made in the GUI to this OSC address")
     p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
+    p.add_argument("--midi", type=_midi_port, default=None, metavar="PORT",
+                   help="MIDI input (index or part of its name; see `vjapp devices --midi`): CC and notes "
+                        "drive controls and actions (MIDI learn), MIDI clock drives the tempo; needs the midi extra")
+    p.add_argument("--midi-api", default="auto", choices=MIDI_APIS,
+                   help="MIDI system (auto: ALSA on Linux, JACK where there is no ALSA sequencer, CoreMIDI on "
+                        "macOS, WinMM on Windows)")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -249,6 +266,19 @@ def validate(args: argparse.Namespace) -> None:
             setattr(args, dest, check(str(value)))
         except argparse.ArgumentTypeError as exc:
             raise ValueError(f"argument {flag}: {exc}") from None
+
+
+def check_midi(args: argparse.Namespace) -> str | None:
+    """With ``--midi``: None if mido is there and the port exists now, else the one-line reason."""
+    if not getattr(args, "midi", None):
+        return None
+    from vjapp.control.midi import MidiError, list_midi_inputs, resolve_port
+
+    try:
+        resolve_port(args.midi, list_midi_inputs(args.midi_api))
+    except MidiError as exc:
+        return f"argument --midi: {exc}"
+    return None
 
 
 def default_args(**overrides: object) -> argparse.Namespace:
@@ -337,7 +367,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    midi_problem = check_midi(args)
+    if midi_problem is not None:
+        print(f"{PROG}: error: {midi_problem}", file=sys.stderr)
+        return 2
     if not has_display():
+        if args.midi is not None:
+            print(f"{PROG}: error: argument --midi: no display here (no DISPLAY or WAYLAND_DISPLAY), so no live "
+                  "show to control; `vjapp render FILE -o OUT.mp4` renders a file", file=sys.stderr)
+            return 2
         if args.input is not None:
             print(f"{PROG}: error: argument --input: no display here (no DISPLAY or WAYLAND_DISPLAY), so no live "
                   "show to listen for; `vjapp render FILE -o OUT.mp4` renders a file", file=sys.stderr)

@@ -127,6 +127,8 @@ class Backend(Protocol):
     def set_recording(self, on: bool) -> None: ...
     def recorder_status(self) -> Any: ...
     def osc_summary(self) -> str: ...
+    # MIDI (optional: a backend without it offers no "MIDI learn")
+    def midi_learn(self, target: str) -> None: ...
 
 
 class ConvertJob(QObject):
@@ -305,6 +307,10 @@ class MainWindow(QMainWindow):
         spec = CONTROL_SPECS[path]
         slider = ControlSlider(path, spec, label, decimals=decimals)  # type: ignore[arg-type]
         slider.value_changed.connect(self.backend.set_control)
+        learn = getattr(self.backend, "midi_learn", None)
+        if learn is not None:
+            slider.set_learnable(True)
+            slider.learn_requested.connect(learn)
         self._sliders[path] = slider
         self._bindings.append(_Binding(path, slider.set_value_silently, slider.busy))
         return slider

@@ -5,6 +5,7 @@ dozen times a second. :class:`Throttler` passes the first value of a burst at on
 reacts immediately), then at most one value per interval, and always the last one (the control
 ends exactly where the hand stopped). Widgets set from the outside (OSC, presets) use
 ``set_value_silently`` so that following the controls mailbox never writes back into it.
+A slider made ``learnable`` offers "MIDI learn" on right-click (``learn_requested(path)``).
 
 Qt and numpy only: no torch, no sounddevice (``vjapp/ui`` layering rule).
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 from PyQt6.QtCore import QObject, QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QPainter
-from PyQt6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QWidget
+from PyQt6.QtCore import QPoint
+from PyQt6.QtWidgets import QHBoxLayout, QLabel, QMenu, QSizePolicy, QSlider, QWidget
 
 from vjapp.engine.controls import FloatSpec, IntSpec
 
@@ -87,6 +89,7 @@ class ControlSlider(QWidget):
     """
 
     value_changed = pyqtSignal(str, object)
+    learn_requested = pyqtSignal(str)  # "MIDI learn" chosen from the right-click menu
 
     def __init__(
         self,
@@ -127,6 +130,29 @@ class ControlSlider(QWidget):
         self.slider.valueChanged.connect(self._on_slider)
         self.slider.sliderReleased.connect(self.throttler.flush)
         self._show(self.value())
+        self.learnable = False
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._show_context_menu)
+
+    # -- MIDI learn -----------------------------------------------------------------------------
+    def set_learnable(self, on: bool) -> None:
+        """Offer "MIDI learn" on right-click (the app has a MIDI learn to offer)."""
+        self.learnable = on
+
+    def context_menu(self) -> QMenu | None:
+        """The right-click menu (None when there is nothing to offer)."""
+        if not self.learnable:
+            return None
+        menu = QMenu(self)
+        action = menu.addAction("MIDI learn: move a knob or fader next")
+        action.setObjectName(f"midi-learn:{self.path}")
+        action.triggered.connect(lambda: self.learn_requested.emit(self.path))
+        return menu
+
+    def _show_context_menu(self, pos: QPoint) -> None:
+        menu = self.context_menu()
+        if menu is not None:
+            menu.exec(self.mapToGlobal(pos))
 
     # -- mapping --------------------------------------------------------------------------------
     def to_position(self, value: float) -> int:
