@@ -271,3 +271,49 @@ def test_spout_elsewhere_says_it_needs_windows() -> None:
         sink.start()
     assert str(err.value) == 'Spout needs Windows and `pip install "vjapp[spout]"`'
     assert not sink.running
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole app: `vjapp gui --ndi NAME` on the tiny bundle, watched by an NDI receiver
+# ---------------------------------------------------------------------------------------------
+
+
+def test_app_with_ndi_sends_its_output_and_follows_a_new_bundle(ndi, qtbot, tmp_path, tiny_bundle_dir) -> None:
+    from vjapp.app import build_app
+    from vjapp.gui import default_args
+
+    args = default_args(bundle=str(tiny_bundle_dir), windowed=True, osc_port=0, mute=True, threads=1,
+                        settings=str(tmp_path / "settings.ini"), data_dir=str(tmp_path / "data"),
+                        record_dir=str(tmp_path / "rec"), ndi="vjapp-app-test")
+    ctx = build_app(args)
+    try:
+        ctx.show()
+        assert ctx.ndi is not None and ctx.ndi.wait_open(10)
+        receiver = NdiReceiver(ndi, ctx.ndi.source_name)
+        try:
+            frames = receiver.frames(3, timeout=30)
+            size = ctx.bundle.info.display_size
+            assert len(frames) == 3
+            assert all((x, y) == (size, size) and a == pytest.approx(1.0) for x, y, a, _ in frames)
+            old_engine, sent = ctx.engine, ctx.ndi.sent
+            ctx._switch_bundle(ctx.bundle, ctx.bundle_path, "the same bundle again")  # a new engine
+            assert ctx.engine is not old_engine
+            assert len(receiver.frames(3, timeout=30)) == 3  # the NDI source kept going
+            assert ctx.ndi.sent >= sent + 3
+        finally:
+            receiver.close()
+        ctx.set_ndi(False)  # what /vjapp/ndi 0 does
+        assert ctx.ndi is None
+    finally:
+        ctx.shutdown()
+
+
+def test_ndi_source_names_are_checked_like_the_other_options() -> None:
+    from vjapp.gui import default_args, validate
+
+    args = default_args(ndi="  stage left ")
+    validate(args)
+    assert args.ndi == "stage left"
+    for bad in ("", "a (b)", "x" * 64, "tab\there"):
+        with pytest.raises(ValueError, match="argument --ndi: an NDI source name is 1..63"):
+            validate(default_args(ndi=bad))

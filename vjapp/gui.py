@@ -185,6 +185,15 @@ def _bundle_dir(text: str) -> str:
     return str(path)
 
 
+def _ndi_name(text: str) -> str:
+    """An NDI source name: 1..63 printable characters, no parentheses (NDI shows "HOST (NAME)")."""
+    name = text.strip()
+    if not 1 <= len(name) <= 63 or not name.isprintable() or any(c in name for c in "()\\"):
+        raise argparse.ArgumentTypeError(
+            f"an NDI source name is 1..63 printable characters without ( ) or \\, got {text!r}")
+    return name
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=_bundle_dir, default=None, metavar="DIR",
                    help="bundle directory; without it, the embedded default (else a random bundle)")
@@ -204,6 +213,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-feedback", type=_host_port, default=None, metavar="HOST:PORT",
                    help="send control changes made in the GUI to this OSC address")
     p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
+    p.add_argument("--ndi", type=_ndi_name, default=None, metavar="NAME",
+                   help='send the output over NDI as source NAME (needs `pip install "vjapp[ndi]"`)')
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="synthesis precision (auto: bf16 on CPU, fp16 on CUDA)")
