@@ -53,6 +53,7 @@ from vjapp.engine.mailbox import Mailbox
 from vjapp.gui import parse_host_port, parse_size
 from vjapp.osc import OscError, OscServer
 from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, default_recording_path
+from vjapp.output.sinks import NdiSink, SinkError
 from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
 from vjapp.ui.bridge import EngineBridge, GuiInvoker, LogToBridge, install_exception_hooks
 from vjapp.ui.main_window import MainWindow, SourceView
@@ -139,6 +140,7 @@ class AppContext:
         self.midi: Any = None  # vjapp.control.midi.MidiInput with --midi (mido is optional: not imported here)
         self.midi_error: str | None = None
         self._midi_clock_live = False
+        self.ndi: NdiSink | None = None  # the NDI output while it runs (--ndi, OSC /vjapp/ndi)
         self.output: OutputWindow | None = None
         self.window: MainWindow | None = None
         self.fullscreen_at_start = False
@@ -543,6 +545,39 @@ class AppContext:
                      "error")
         self.invoker.call(lambda: setattr(self, "_recording", False))
 
+    # ================================================================== frame sinks
+    def _start_sinks(self) -> None:
+        """Start the outputs asked for on the command line (``--ndi NAME``)."""
+        if self.args.ndi:
+            self.set_ndi(True)
+
+    def _current_frames(self) -> Any:
+        """Any thread: the frame slot of the engine playing now (a new bundle starts a new engine)."""
+        engine = self.engine
+        return engine.frames if engine is not None else None
+
+    def set_ndi(self, on: bool) -> None:
+        """Turn the NDI output on (as ``--ndi NAME``, else "vjapp") or off; a failure is one message."""
+        if not on:
+            if self.ndi is not None:
+                self.ndi.stop()
+                self.ndi = None
+                self.message("NDI output off")
+            return
+        if self.ndi is not None and self.ndi.running:
+            return
+        name = self.args.ndi or "vjapp"
+        _, controls = self.controls.get()
+        sink = NdiSink(name, self._current_frames, on_error=lambda text: self.message(text, "error"),
+                       frame_rate=controls.fps)
+        try:
+            sink.start()
+        except SinkError as exc:
+            self.message(f"NDI output is off: {exc}", "error")
+            return
+        self.ndi = sink
+        self.message(f"NDI output on: source {name!r}, at the output's size")
+
     # ================================================================== OSC
     def _osc_actions(self) -> dict[str, Callable[[Any], None]]:
         """OSC thread -> GUI thread: every action is posted, so it runs where the widgets live."""
@@ -556,6 +591,7 @@ class AppContext:
             "source/pause": lambda _: post(self.pause),
             "source/toggle": lambda _: post(self.toggle_play),
             "seed/reroll": lambda _: post(self.reroll_seed),
+            "ndi": lambda on: post(lambda: self.set_ndi(bool(on))),
             "tempo/tap": lambda _: self.tap_tempo(),  # timing matters: straight from the OSC thread
         }
 
@@ -757,6 +793,8 @@ class AppContext:
             self.osc.stop()
         if self.midi is not None:
             self.midi.stop()
+        if self.ndi is not None:
+            self.ndi.stop()
         if self.engine is not None:
             self.engine.stop()
         if self.source is not None:
@@ -809,6 +847,7 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     ctx._start_osc()
     ctx._start_midi()
     ctx._start_engine()
+    ctx._start_sinks()
 
     # Fullscreen on --screen N; without it on the second screen (a projector), and with a single
     # screen in a window, so the output never hides the control window unasked.

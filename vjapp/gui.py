@@ -196,6 +196,15 @@ def _midi_port(text: str) -> str:
 MIDI_APIS = ("auto", "alsa", "jack", "coremidi", "winmm")  # vjapp.control.midi.MIDI_APIS (not imported: mido)
 
 
+def _ndi_name(text: str) -> str:
+    """An NDI source name: 1..63 printable characters, no parentheses (NDI shows "HOST (NAME)")."""
+    name = text.strip()
+    if not 1 <= len(name) <= 63 or not name.isprintable() or any(c in name for c in "()\\"):
+        raise argparse.ArgumentTypeError(
+            f"an NDI source name is 1..63 printable characters without ( ) or \\, got {text!r}")
+    return name
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=_bundle_dir, default=None, metavar="DIR",
                    help="bundle directory; without it, the embedded default (else a random bundle)")
@@ -223,6 +232,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "macOS, WinMM on Windows)")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
+    p.add_argument("--ndi", type=_ndi_name, default=None, metavar="NAME",
+                   help='send the output over NDI as source NAME (needs `pip install "vjapp[ndi]"`)')
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="synthesis precision (auto: bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--threads", type=_nonneg_int, default=0,

@@ -131,6 +131,7 @@ ACTIONS: Mapping[str, tuple[str, str, str]] = {
     "source/pause": ("trigger", "none, or nonzero", "pause the file source"),
     "source/toggle": ("trigger", "none, or nonzero", "toggle play / pause of the file source"),
     "seed/reroll": ("trigger", "none, or nonzero", "jump to a random seed"),
+    "ndi": ("switch", "1/0, T/F (nonzero = on)", "start / stop the NDI output (named by --ndi, else vjapp)"),
     "tempo/tap": ("trigger", "none, or nonzero", "tap the beat (tap tempo; set rhythm/tempo_source to tap to follow it)"),
 }
 
