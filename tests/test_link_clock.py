@@ -102,3 +102,30 @@ def test_link_without_aalink_says_how_to_get_it(monkeypatch) -> None:
     assert clock.beat_at(time.perf_counter()) is None
     with pytest.raises(ValueError, match="20..999"):
         LinkClock(bpm=5)
+
+
+def test_the_app_follows_a_link_session_with_link(qtbot, tmp_path, tiny_bundle_dir) -> None:
+    """`vjapp --link`: the app joins the session, a DJ's peer sets 132 BPM, and with the tempo
+    source 'external' the show's beat clock runs at it (also after a new engine)."""
+    pytest.importorskip("aalink", reason='Link tests need `pip install "vjapp[link]"` (aalink)')
+    from vjapp.app import build_app
+    from vjapp.engine.controls import set_path
+    from vjapp.gui import default_args
+
+    dj = LinkClock(bpm=132.0)
+    dj.start()
+    ctx = build_app(default_args(bundle=str(tiny_bundle_dir), windowed=True, no_osc=True, mute=True, threads=1,
+                                 link=True, settings=str(tmp_path / "s.ini"), data_dir=str(tmp_path / "data")))
+    try:
+        assert ctx.link is not None and ctx.engine.beat_clock.external is ctx.link
+        assert wait_until(lambda: ctx.link.peers >= 1, 10), "the app's Link peer did not find the DJ's"
+        dj.set_tempo(132.0)
+        assert wait_until(lambda: abs((ctx.link.tempo or 0) - 132.0) <= 1.0, 5)
+        ctx.controls.update(lambda c: set_path(c, "rhythm.tempo_source", "external"))
+        assert wait_until(lambda: ctx.engine.beat_clock.choice == "external", 5)
+        state = ctx.engine.beat_clock.beat_at(time.perf_counter())
+        assert state is not None and state.source == "link" and state.bpm == pytest.approx(132.0, abs=1.0)
+    finally:
+        ctx.shutdown()
+        dj.stop()
+    assert not ctx.link.running

@@ -140,6 +140,7 @@ class AppContext:
         self.midi: Any = None  # vjapp.control.midi.MidiInput with --midi (mido is optional: not imported here)
         self.midi_error: str | None = None
         self._midi_clock_live = False
+        self.link: Any = None  # vjapp.audio.link_clock.LinkClock with --link (aalink is optional, GPL)
         self.ndi: NdiSink | None = None  # the NDI output while it runs (--ndi, OSC /vjapp/ndi)
         self.output: OutputWindow | None = None
         self.window: MainWindow | None = None
@@ -658,9 +659,32 @@ class AppContext:
                                                    else "choose the tempo source 'external' to follow it"))
 
     def _attach_midi_clock(self) -> None:
+        """The engine's external tempo: Ableton Link when it is on (--link), else MIDI clock once
+        it arrives (a new engine after a bundle switch gets it again)."""
         engine = self.engine
-        if self._midi_clock_live and self.midi is not None and engine is not None:
+        if engine is None:
+            return
+        if self.link is not None:
+            engine.beat_clock.set_external(self.link)
+        elif self._midi_clock_live and self.midi is not None:
             engine.beat_clock.set_external(self.midi.clock)
+
+    def _start_link(self) -> None:
+        """With ``--link``: join the local Ableton Link session as the external tempo source."""
+        if not getattr(self.args, "link", False):
+            return
+        from vjapp.audio.link_clock import LinkClock, LinkError
+
+        link = LinkClock(on_error=lambda text: self.message(text, "error"))
+        try:
+            link.start()
+        except LinkError as exc:
+            self.message(f"Ableton Link is off: {exc}", "error")
+            return
+        self.link = link
+        self._attach_midi_clock()
+        self.message(f"Ableton Link: joined the session ({link.peers} other peers); choose the tempo source "
+                     "'external' to follow it")
 
     def midi_learn(self, target: str) -> None:
         """The next knob moved or pad hit on the MIDI input drives ``target`` (a control path or an action)."""
@@ -793,6 +817,8 @@ class AppContext:
             self.osc.stop()
         if self.midi is not None:
             self.midi.stop()
+        if self.link is not None:
+            self.link.stop()
         if self.ndi is not None:
             self.ndi.stop()
         if self.engine is not None:
@@ -846,6 +872,7 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     ctx.presets = PresetPlayer(library, ctx.controls, on_applied=ctx._preset_applied)
     ctx._start_osc()
     ctx._start_midi()
+    ctx._start_link()
     ctx._start_engine()
     ctx._start_sinks()
 

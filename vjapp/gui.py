@@ -232,6 +232,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "macOS, WinMM on Windows)")
     p.add_argument("--device", type=_device, default="auto",
                    help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
+    p.add_argument("--link", action="store_true",
+                   help='join the local Ableton Link session as the external tempo source (needs `pip install '
+                        '"vjapp[link]"`, GPL)')
     p.add_argument("--ndi", type=_ndi_name, default=None, metavar="NAME",
                    help='send the output over NDI as source NAME (needs `pip install "vjapp[ndi]"`)')
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
