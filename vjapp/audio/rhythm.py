@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 BANDS = ("low", "mid", "high")
+HALF_PENALTY = 0.5  # weight of the autocorrelation at half a candidate's period (rejects half tempos)
 
 
 def analysis_sizes(sample_rate: int) -> tuple[int, int]:
@@ -334,7 +335,7 @@ class TempoTracker:
         for k in range(1, 5):
             score += _interp(acf, k * lags)
         # half-beat: a real beat has less at half its period than at the period (rejects x2 tempos)
-        score -= 0.5 * np.maximum(_interp(acf, 0.5 * lags), 0.0)
+        score -= HALF_PENALTY * np.maximum(_interp(acf, 0.5 * lags), 0.0)
         score *= self._prior
         best = int(np.argmax(score))
         best_bpm = float(self._bpms[best])
