@@ -9,6 +9,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest
 import torch
 
+from midi_fixtures import controller, jack_server  # noqa: F401 - fixtures for test_midi and test_rig_ui
+
 # One intra-op thread: tests run tiny models, often beside engine, audio and Qt threads, where
 # two OpenMP threads on two cores were measured 5-50x slower than one.
 torch.set_num_threads(1)

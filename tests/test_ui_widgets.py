@@ -18,7 +18,7 @@ from PyQt6.QtGui import QColor
 from vjapp.engine.controls import CONTROL_SPECS, Controls, set_path
 from vjapp.engine.mailbox import LatestSlot, Mailbox
 from vjapp.ui.bridge import EngineBridge, GuiInvoker, install_exception_hooks
-from vjapp.ui.main_window import MainWindow, SourceView
+from vjapp.ui.main_window import MainWindow, NdiView, SourceView
 from vjapp.ui.output_window import OutputWindow, target_rect
 from vjapp.ui.scope import ScopePanel, SpectrumAnalyzer, block_levels
 from vjapp.ui.widgets import ControlSlider, Throttler
@@ -302,6 +302,18 @@ class _FakeBackend:
 
     def osc_summary(self) -> str:
         return "OSC off"
+
+    def midi_summary(self) -> str:
+        return "MIDI off"
+
+    def midi_port(self) -> None:
+        return None
+
+    def midi_binding(self, target: str) -> None:
+        return None
+
+    def ndi_view(self) -> NdiView:
+        return NdiView(available=True, on=False, text="off")
 
     def __getattr__(self, name: str) -> Any:  # every other action: recorded, does nothing
         return lambda *a: self.writes.append((name, a))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import importlib.util
 import logging
 import os
 import random
@@ -53,10 +54,10 @@ from vjapp.engine.mailbox import Mailbox
 from vjapp.gui import parse_host_port, parse_size
 from vjapp.osc import OscError, OscServer
 from vjapp.output.recorder import Recorder, RecorderStatus, RecordingError, default_recording_path
-from vjapp.output.sinks import NdiSink, SinkError
+from vjapp.output.sinks import NDI_INSTALL, NdiSink, SinkError
 from vjapp.presets import Preset, PresetError, PresetLibrary, PresetPlayer
 from vjapp.ui.bridge import EngineBridge, GuiInvoker, LogToBridge, install_exception_hooks
-from vjapp.ui.main_window import MainWindow, SourceView
+from vjapp.ui.main_window import MainWindow, NdiView, SourceView
 from vjapp.ui.output_window import OutputWindow, place_beside
 from vjapp.ui.quit_signals import QuitSignals
 
@@ -468,6 +469,7 @@ class AppContext:
             self.message(str(exc), "error")
             return
         self.message(f"preset {preset.name}" + (f": {preset.description}" if preset.description else ""))
+        self._apply_preset_midi(preset)
 
     def step_preset(self, delta: int) -> None:
         if self.presets is None:
@@ -478,16 +480,45 @@ class AppContext:
             self.message(str(exc), "error")
             return
         self.message(f"preset {preset.name}")
+        self._apply_preset_midi(preset)
 
-    def save_preset(self, name: str) -> None:
+    def save_preset(self, name: str, with_midi: bool = False) -> None:
+        """Save the controls as user preset ``name``; ``with_midi``: also the open MIDI
+        controller's mapping (applied again when the preset loads with that controller open)."""
         if self.presets is None:
             return
+        midi = self._preset_midi() if with_midi else None
+        if with_midi and midi is None:
+            self.message("no MIDI input is open: the preset is saved without a MIDI mapping", "warning")
         try:
-            path = self.presets.library.save(name, self.controls.get()[1])
+            path = self.presets.library.save(name, self.controls.get()[1], midi=midi)
         except PresetError as exc:
             self.message(str(exc), "error")
             return
-        self.message(f"saved preset {name} to {path}")
+        self.message(f"saved preset {name} to {path}" + (f" with the MIDI mapping of {midi['controller']}"
+                                                         if midi is not None else ""))
+
+    def _preset_midi(self) -> dict[str, Any] | None:
+        """The open controller's mapping as a preset carries it, or None without a MIDI input."""
+        midi = self.midi
+        if midi is None or midi.controller is None:
+            return None
+        return dict(midi.mapping.to_dict(), controller=midi.controller)
+
+    def _apply_preset_midi(self, preset: Preset) -> None:
+        """A preset carrying a MIDI mapping: use it when its controller is the open MIDI input."""
+        data, midi = preset.midi, self.midi
+        if data is None or midi is None:
+            return
+        if data["controller"] != midi.controller:
+            self.message(f"preset {preset.name}: its MIDI mapping is for {data['controller']}, "
+                         f"not {midi.controller}; the current mapping stays")
+            return
+        from vjapp.control.midi_map import MidiMap
+
+        midi.set_mapping(MidiMap.from_dict(data))
+        self.message(f"preset {preset.name}: MIDI mapping of {midi.controller} "
+                     f"({len(midi.mapping.bindings)} bindings)")
 
     def _preset_applied(self, preset: Preset, old: Controls, new: Controls) -> None:
         if self.osc is not None:
@@ -556,6 +587,16 @@ class AppContext:
         """Any thread: the frame slot of the engine playing now (a new bundle starts a new engine)."""
         engine = self.engine
         return engine.frames if engine is not None else None
+
+    def ndi_view(self) -> NdiView:
+        """What the Output box shows about NDI: on or off, the source name, or why it cannot run."""
+        name = self.args.ndi or "vjapp"
+        if importlib.util.find_spec("NDIlib") is None:
+            return NdiView(available=False, on=False, text=NDI_INSTALL)
+        sink = self.ndi
+        if sink is None:
+            return NdiView(available=True, on=False, text=f"off (source name {name!r})")
+        return NdiView(available=True, on=True, text=f"sending as {sink.source_name or name!r}")
 
     def set_ndi(self, on: bool) -> None:
         """Turn the NDI output on (as ``--ndi NAME``, else "vjapp") or off; a failure is one message."""
@@ -634,10 +675,14 @@ class AppContext:
         A missing port or MIDI system is a message; the show goes on without MIDI."""
         if not getattr(self.args, "midi", None):
             return
+        self._open_midi(self.args.midi)
+
+    def _open_midi(self, port: str) -> None:
+        """Open MIDI input ``port`` (index or part of a name) as ``self.midi``, or say why not."""
         from vjapp.control.midi import MidiError, MidiInput
         from vjapp.control.midi_map import MidiMapStore
 
-        midi = MidiInput(self.args.midi, self.controls, self._midi_actions(), api=self.args.midi_api,
+        midi = MidiInput(port, self.controls, self._midi_actions(), api=self.args.midi_api,
                          store=MidiMapStore(self.data_dir / "midi"), on_message=self.message,
                          on_clock=self._midi_clock_arrived)
         try:
@@ -647,6 +692,44 @@ class AppContext:
             self.message(f"MIDI is off: {exc}", "error")
             return
         self.midi = midi
+        self.midi_error = None
+
+    def midi_inputs(self) -> list[str]:
+        """The MIDI inputs there are now (empty, with the reason in ``midi_error``, when MIDI cannot run)."""
+        from vjapp.control.midi import MidiError, list_midi_inputs
+
+        try:
+            return list_midi_inputs(self.args.midi_api)
+        except MidiError as exc:
+            if self.midi is None:
+                self.midi_error = str(exc)
+            return []
+
+    def midi_port(self) -> str | None:
+        """The MIDI input open now (its full port name), or None."""
+        return self.midi.port_name if self.midi is not None else None
+
+    def use_midi(self, port: str | None) -> None:
+        """Close the MIDI input, then open ``port`` (None: no MIDI input)."""
+        old, self.midi = self.midi, None
+        if old is not None:
+            old.stop()
+            self._midi_clock_live = False
+            if self.engine is not None and self.link is None and self.engine.beat_clock.external is old.clock:
+                self.engine.beat_clock.set_external(None)
+            self.message(f"MIDI input {old.port_name} closed")
+        if port is None:
+            self.midi_error = "no MIDI input chosen"
+            return
+        self._open_midi(port)
+
+    def midi_summary(self) -> str:
+        """The MIDI box's line: the port and its counters, and what MIDI learn waits for."""
+        midi = self.midi
+        if midi is None:
+            return f"MIDI off: {self.midi_error or 'no MIDI input chosen'}"
+        learning = midi.mapping.learning
+        return midi.summary() + (f"\nMIDI learn: move a control for {learning}" if learning else "")
 
     def _midi_clock_arrived(self) -> None:
         """MIDI listener thread: clock ticks (again): the engine's beat clock may follow them."""
@@ -698,6 +781,16 @@ class AppContext:
             self.message(str(exc), "warning")
             return
         self.message(f"MIDI learn: move a knob or hit a pad for {target}")
+
+    def midi_binding(self, target: str) -> str | None:
+        """What drives ``target`` on the open MIDI input (``CC 21 (ch 1)``), or None."""
+        binding = self.midi.mapping.binding_for(target) if self.midi is not None else None
+        return binding.describe().rsplit(" -> ", 1)[0] if binding is not None else None
+
+    def midi_forget(self, target: str) -> None:
+        """Forget the knob or pad bound to ``target`` (the saved mapping too)."""
+        if self.midi is not None and self.midi.forget(target):
+            self.message(f"MIDI: {target} is no longer mapped")
 
     # ================================================================== lifecycle
     def show(self) -> None:

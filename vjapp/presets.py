@@ -17,6 +17,15 @@ are a :class:`PresetError` naming the file and the field; numbers out of range a
 fader pushed past its end would be (and logged). A preset that failed to load cannot be applied,
 and applying one never fails half-way, so a bad preset never changes the current state.
 
+A preset may also carry a MIDI controller's mapping (optional; saved when the performer asks)::
+
+    "midi": {"format": "vjapp-midi-map", "version": 1, "controller": "nanoKONTROL2",
+             "bindings": [{"kind": "cc", "channel": 0, "number": 21, "target": "gain"}]}
+
+It is :meth:`MidiMap.to_dict() <vjapp.control.midi_map.MidiMap.to_dict>` plus the controller's
+name; it is validated on load like the controls, and the app applies it only while that
+controller is the MIDI input. Presets without it are read as before.
+
 The preset's name is its file name without ``.json`` (the ``name`` inside the file is informative).
 :class:`PresetLibrary` lists the shipped presets (``presets/`` in the repository) and then the
 user's (``$XDG_CONFIG_HOME/vjapp/presets``, else ``~/.config/vjapp/presets``); a user preset with
@@ -69,7 +78,7 @@ PRESET_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 MAX_PRESET_BYTES = 1 << 20  # a preset is a few hundred bytes; refuse to parse huge files
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}")
-_TOP_KEYS = frozenset({"format", "version", "name", "description", "controls"})
+_TOP_KEYS = frozenset({"format", "version", "name", "description", "controls", "midi"})
 _GROUPS = frozenset(p.rsplit(".", i)[0] for p in CONTROL_SPECS for i in range(1, p.count(".") + 1))
 
 
@@ -127,6 +136,23 @@ def _flatten(data: Any, prefix: str, where: str, out: dict[str, Any]) -> None:
             raise PresetError(f"{where}: unknown control {quote(path)}")
 
 
+def check_midi_mapping(data: Any, where: str = "preset") -> dict[str, Any]:
+    """A preset's ``midi`` entry, validated: a MIDI mapping (see :class:`~vjapp.control.midi_map.MidiMap`)
+    with a non-empty ``controller`` name. Raises :class:`PresetError` naming ``where``."""
+    from vjapp.control.midi_map import MidiMap, MidiMapError  # pure logic; imported late (no cycle)
+
+    if not isinstance(data, Mapping):
+        raise PresetError(f"{where}: 'midi' must be an object, got {type(data).__name__}")
+    controller = data.get("controller")
+    if not isinstance(controller, str) or not controller.strip():
+        raise PresetError(f"{where}: 'midi' needs the controller's name ('controller')")
+    try:
+        mapping = MidiMap.from_dict(data)
+    except MidiMapError as exc:
+        raise PresetError(f"{where}: 'midi': {shorten(str(exc), QUOTE_CHARS * 2)}") from None
+    return dict(mapping.to_dict(), controller=controller)
+
+
 def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
     """``{"mix.fine.seed": 3}`` -> ``{"mix": {"fine": {"seed": 3}}}`` (tuples become lists)."""
     out: dict[str, Any] = {}
@@ -150,6 +176,7 @@ class Preset:
         version: preset format version.
         path: the file it was loaded from / saved to (None if built in memory).
         user: True for a user preset, False for a shipped one.
+        midi: a MIDI controller's mapping (see the module docstring), or None.
     """
 
     name: str
@@ -158,6 +185,7 @@ class Preset:
     version: int = PRESET_VERSION
     path: Path | None = field(default=None, compare=False)
     user: bool = field(default=False, compare=False)
+    midi: Mapping[str, Any] | None = None
     _values: Mapping[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +202,8 @@ class Preset:
         values = flatten_controls(self.controls, where)
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "controls", _nest(values))
+        if self.midi is not None:
+            object.__setattr__(self, "midi", check_midi_mapping(self.midi, where))
 
     @property
     def values(self) -> dict[str, Any]:
@@ -191,14 +221,17 @@ class Preset:
         return new
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document of this preset."""
-        return {
+        """The JSON document of this preset (``midi`` only when it carries a mapping)."""
+        out: dict[str, Any] = {
             "format": PRESET_FORMAT,
             "version": self.version,
             "name": self.name,
             "description": self.description,
             "controls": _nest(self._values),
         }
+        if self.midi is not None:
+            out["midi"] = dict(self.midi)
+        return out
 
     @classmethod
     def from_dict(
@@ -222,6 +255,7 @@ class Preset:
             version=data.get("version", PRESET_VERSION),
             path=path,
             user=user,
+            midi=data.get("midi"),
         )
 
     @classmethod
@@ -344,15 +378,17 @@ class PresetLibrary:
 
     # -- user presets ------------------------------------------------------------------------
 
-    def save(self, name: str, controls: Controls, description: str = "") -> Path:
+    def save(self, name: str, controls: Controls, description: str = "",
+             midi: Mapping[str, Any] | None = None) -> Path:
         """Save the full ``controls`` as user preset ``name`` (atomic write); returns its path.
 
+        ``midi``: a controller's mapping to carry (``MidiMap.to_dict()`` plus ``controller``).
         A shipped preset of the same name is overridden (it returns if the user one is deleted).
         """
         check_name(name)
         if not isinstance(controls, Controls):
             raise PresetError(f"save needs a Controls, got {type(controls).__name__}")
-        preset = Preset(name=name, description=description, controls=controls.to_dict(), user=True)
+        preset = Preset(name=name, description=description, controls=controls.to_dict(), user=True, midi=midi)
         path = self.user_dir / f"{name}.json"
         text = json.dumps(preset.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         try:

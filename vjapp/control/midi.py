@@ -269,6 +269,18 @@ class MidiInput:
     def cancel_learn(self) -> None:
         self.mapping.cancel_learn()
 
+    def forget(self, target: str) -> bool:
+        """Unbind ``target`` and save the mapping; whether it was bound."""
+        removed = self.mapping.unbind(target)
+        if removed:
+            self._save()
+        return removed
+
+    def set_mapping(self, mapping: MidiMap) -> None:
+        """Use ``mapping`` from now on (a preset's) and save it as this controller's."""
+        self.mapping = mapping
+        self._save()
+
     @property
     def running(self) -> bool:
         """The listener runs (between :meth:`start` and :meth:`stop`)."""

@@ -1,5 +1,5 @@
-"""The control window: audio source, scope, bundle, picture, style mix, reactivity, output,
-recording, OSC, stats, presets and a log.
+"""The control window: audio source, scope, bundle, picture, style mix, reactivity, output
+(with NDI), recording, OSC, MIDI, stats, presets and a log.
 
 The window never owns show state. Every control it shows lives in the controls
 :class:`~vjapp.engine.mailbox.Mailbox`; widgets write into it (sliders through a throttle) via the
@@ -7,6 +7,11 @@ The window never owns show state. Every control it shows lives in the controls
 mailbox holds now (a preset, an OSC message) with their signals blocked, so following never
 writes back. A widget the user is holding (slider pressed, value not yet sent, text being typed)
 is left alone until released.
+
+MIDI learn: every widget that drives a knob-settable control (sliders, checkboxes, choice combo
+boxes, spin boxes) and the action buttons (Tap, Re-roll, Record, preset ◀ ▶) offer "MIDI learn"
+on right-click, and "Forget MIDI mapping" when bound; the MIDI box picks the input and shows what
+MIDI learn waits for.
 
 Everything else (sources, bundles, recording, presets, OSC) goes through the :class:`Backend`
 protocol that :mod:`vjapp.app` implements. Qt, pyqtgraph and numpy only: no torch, no sounddevice.
@@ -27,14 +32,16 @@ from PyQt6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -55,7 +62,11 @@ from vjapp.engine.controls import (
     QUANTIZE_MODES,
     SOURCE_KINDS,
     TEMPO_SOURCES,
+    BoolSpec,
+    ChoiceSpec,
     Controls,
+    FloatSpec,
+    IntSpec,
     get_path,
 )
 from vjapp.ui.rhythm_meter import RhythmMeter
@@ -63,15 +74,16 @@ from vjapp.engine.mailbox import Mailbox
 from vjapp.engine.stats import RateMeter, RecentCounts
 from vjapp.ui.output_window import SCALE_MODES, OutputWindow
 from vjapp.ui.scope import ScopePanel
-from vjapp.ui.widgets import ControlSlider
+from vjapp.ui.widgets import ControlSlider, MidiLearnMenu
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "SourceView", "MainWindow", "ConvertJob", "SIZES", "GENERATOR_SUFFIXES"]
+__all__ = ["Backend", "SourceView", "NdiView", "PresetSaveDialog", "MainWindow", "ConvertJob", "SIZES", "GENERATOR_SUFFIXES"]
 
 SIZES = ("native", "64", "128", "256", "512", "1024")
 GENERATOR_SUFFIXES = (".pkl", ".pt", ".pth")
 GROUPS = ("coarse", "mid", "fine")
+_KNOB_SPECS = (FloatSpec, IntSpec, BoolSpec, ChoiceSpec)  # what a knob or pad can set (MIDI learn)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,15 @@ class SourceView:
     sample_rate: int
     transport: bool  # play/pause/seek/loop apply (a file)
     loop: bool | None = None  # the file loops (None: not a file)
+
+
+@dataclass(frozen=True)
+class NdiView:
+    """What the Output box shows about the NDI output."""
+
+    available: bool  # ndi-python is installed
+    on: bool  # sending now
+    text: str  # the source name, or why NDI cannot run
 
 
 class Backend(Protocol):
@@ -121,14 +142,50 @@ class Backend(Protocol):
     @property
     def current_preset(self) -> str | None: ...
     def load_preset(self, name: str) -> None: ...
-    def save_preset(self, name: str) -> None: ...
+    def save_preset(self, name: str, with_midi: bool = False) -> None: ...
     def step_preset(self, delta: int) -> None: ...
     # recording, OSC
     def set_recording(self, on: bool) -> None: ...
     def recorder_status(self) -> Any: ...
     def osc_summary(self) -> str: ...
-    # MIDI (optional: a backend without it offers no "MIDI learn")
+    # NDI output
+    def ndi_view(self) -> NdiView: ...
+    def set_ndi(self, on: bool) -> None: ...
+    # MIDI (optional: a backend without midi_learn offers no "MIDI learn")
+    def midi_inputs(self) -> list[str]: ...
+    def midi_port(self) -> str | None: ...
+    def use_midi(self, port: str | None) -> None: ...
+    def midi_summary(self) -> str: ...
     def midi_learn(self, target: str) -> None: ...
+    def midi_binding(self, target: str) -> str | None: ...
+    def midi_forget(self, target: str) -> None: ...
+
+
+class PresetSaveDialog(QDialog):
+    """Name a preset; with a MIDI input open, optionally keep its mapping in the preset."""
+
+    def __init__(self, midi_port: str | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Save preset")
+        layout = QFormLayout(self)
+        self.name_edit = QLineEdit()
+        self.name_edit.setMaxLength(64)
+        layout.addRow("Preset name:", self.name_edit)
+        self.midi_check = QCheckBox("Keep the MIDI mapping" + (f" of {midi_port}" if midi_port else ""))
+        self.midi_check.setEnabled(midi_port is not None)
+        self.midi_check.setToolTip("loading the preset with this controller open brings its mapping back"
+                                   if midi_port else "no MIDI input is open")
+        layout.addRow(self.midi_check)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addRow(buttons)
+
+    def name(self) -> str:
+        return self.name_edit.text().strip()
+
+    def with_midi(self) -> bool:
+        return self.midi_check.isEnabled() and self.midi_check.isChecked()
 
 
 class ConvertJob(QObject):
@@ -240,6 +297,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("main_window")
         self._bindings: list[_Binding] = []
         self._sliders: dict[str, ControlSlider] = {}
+        self._learn_menus: dict[str, MidiLearnMenu] = {}
         self._seen_version = -1
         self.convert_job: ConvertJob | None = None
         self._last_stats: dict[str, Any] = {}
@@ -307,13 +365,47 @@ class MainWindow(QMainWindow):
         spec = CONTROL_SPECS[path]
         slider = ControlSlider(path, spec, label, decimals=decimals)  # type: ignore[arg-type]
         slider.value_changed.connect(self.backend.set_control)
-        learn = getattr(self.backend, "midi_learn", None)
-        if learn is not None:
-            slider.set_learnable(True)
-            slider.learn_requested.connect(learn)
+        if self._offers_midi_learn():
+            slider.set_learnable(True, bound=self._midi_bound)
+            slider.learn_requested.connect(self._midi_learn)
+            slider.forget_requested.connect(self._midi_forget)
         self._sliders[path] = slider
         self._bindings.append(_Binding(path, slider.set_value_silently, slider.busy))
         return slider
+
+    # ------------------------------------------------------------------ MIDI learn
+    def _offers_midi_learn(self) -> bool:
+        return getattr(self.backend, "midi_learn", None) is not None
+
+    def _learnable(self, target: str, *widgets: QWidget) -> None:
+        """Right-click "MIDI learn" (and "Forget") on ``widgets`` for ``target`` (a control path
+        a knob can set, or an action name)."""
+        spec = CONTROL_SPECS.get(target)
+        if not self._offers_midi_learn() or (spec is not None and not isinstance(spec, _KNOB_SPECS)):
+            return
+        menu = MidiLearnMenu(target, list(widgets), self._midi_bound)
+        menu.learn_requested.connect(self._midi_learn)
+        menu.forget_requested.connect(self._midi_forget)
+        self._learn_menus[target] = menu
+
+    def midi_menu_for(self, target: str) -> QMenu | None:
+        """The right-click menu of the widget driving ``target`` (None: it offers none)."""
+        if target in self._sliders:
+            return self._sliders[target].context_menu()
+        menu = self._learn_menus.get(target)
+        return menu.context_menu() if menu is not None else None
+
+    def _midi_bound(self, target: str) -> str | None:
+        bound = self.backend.midi_binding(target)
+        return bound if isinstance(bound, str) else None
+
+    def _midi_learn(self, target: str) -> None:
+        self.backend.midi_learn(target)
+        self.refresh_status()  # the MIDI box says what it waits for at once
+
+    def _midi_forget(self, target: str) -> None:
+        self.backend.midi_forget(target)
+        self.refresh_status()
 
     def _spin(self, path: str, maximum: int = MAX_SEED) -> QSpinBox:
         spin = QSpinBox()
@@ -321,6 +413,7 @@ class MainWindow(QMainWindow):
         spin.setKeyboardTracking(False)  # valueChanged on Enter / arrows, not per keystroke
         spin.setObjectName(f"spin:{path}")
         spin.valueChanged.connect(lambda v, p=path: self.backend.set_control(p, int(v)))
+        self._learnable(path, spin, spin.lineEdit())
         self._bindings.append(_Binding(path, lambda v, s=spin: _silently(s, lambda: s.setValue(int(v))),
                                        lambda s=spin: s.hasFocus() and s.lineEdit().isModified()))
         return spin
@@ -337,6 +430,7 @@ class MainWindow(QMainWindow):
             self.backend.set_control(p, value)
 
         combo.currentTextChanged.connect(write)
+        self._learnable(path, combo)
         self._bindings.append(_Binding(path, lambda v, c=combo: _silently(c, lambda: c.setCurrentText(str(v))),
                                        lambda c=combo: c.view().isVisible()))
         return combo
@@ -453,6 +547,7 @@ class MainWindow(QMainWindow):
         self.seed_spin = self._spin("seed")
         self.reroll_button = QPushButton("Re-roll")
         self.reroll_button.clicked.connect(lambda: self.backend.reroll_seed())
+        self._learnable("seed/reroll", self.reroll_button)
         row.addWidget(self.seed_spin, 1)
         row.addWidget(self.reroll_button)
         form.addRow("Seed", row)
@@ -462,14 +557,27 @@ class MainWindow(QMainWindow):
         self.pause_picture.toggled.connect(lambda on: self.backend.set_control("paused", bool(on)))
         self._bindings.append(_Binding("paused", lambda v: _silently(self.pause_picture, lambda: self.pause_picture.setChecked(bool(v))),
                                        lambda: False))
+        self._learnable("paused", self.pause_picture)
         form.addRow(self.pause_picture)
         row = QHBoxLayout()
         self.preset_combo = QComboBox()
         self.preset_combo.setPlaceholderText("choose a preset")
         self.preset_combo.activated.connect(lambda i: self.load_preset(self.preset_combo.itemText(i)))
+        self.prev_preset_button = QPushButton("◀")
+        self.prev_preset_button.setToolTip("previous preset (Ctrl+[)")
+        self.prev_preset_button.clicked.connect(lambda: self.backend.step_preset(-1))
+        self._learnable("preset/prev", self.prev_preset_button)
+        self.next_preset_button = QPushButton("▶")
+        self.next_preset_button.setToolTip("next preset (Ctrl+])")
+        self.next_preset_button.clicked.connect(lambda: self.backend.step_preset(1))
+        self._learnable("preset/next", self.next_preset_button)
+        for button in (self.prev_preset_button, self.next_preset_button):
+            button.setMaximumWidth(32)
         self.save_preset_button = QPushButton("Save…")
         self.save_preset_button.clicked.connect(self._ask_preset_name)
+        row.addWidget(self.prev_preset_button)
         row.addWidget(self.preset_combo, 1)
+        row.addWidget(self.next_preset_button)
         row.addWidget(self.save_preset_button)
         form.addRow("Preset", row)
         layout.addWidget(box)
@@ -519,6 +627,7 @@ class MainWindow(QMainWindow):
         self.tap_button = QPushButton("Tap")
         self.tap_button.setToolTip("tap the beat (also /vjapp/tempo/tap over OSC); uses tap tempo")
         self.tap_button.clicked.connect(self._tap)
+        self._learnable("tempo/tap", self.tap_button)
         row.addWidget(self.tap_button)
         row.addWidget(QLabel("Tempo from"))
         row.addWidget(self._combo("rhythm.tempo_source", TEMPO_SOURCES))
@@ -585,6 +694,11 @@ class MainWindow(QMainWindow):
         row.addWidget(self.fullscreen_button)
         row.addWidget(self.show_output_button)
         form.addRow(row)
+        self.ndi_check = QCheckBox("Send over NDI")
+        self.ndi_check.toggled.connect(self._on_ndi_toggled)
+        self.ndi_label = QLabel("-")
+        self.ndi_label.setWordWrap(True)
+        form.addRow(self.ndi_check, self.ndi_label)
         layout.addWidget(box)
 
         box = QGroupBox("Record")
@@ -592,6 +706,7 @@ class MainWindow(QMainWindow):
         self.record_button = QPushButton("● Record")
         self.record_button.setCheckable(True)
         self.record_button.toggled.connect(self._on_record_toggled)
+        self._learnable("record", self.record_button)
         self.record_label = QLabel("not recording")
         self.record_label.setWordWrap(True)
         self.record_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -613,6 +728,7 @@ class MainWindow(QMainWindow):
         self.osc_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         inner.addWidget(self.osc_label)
         layout.addWidget(box)
+        layout.addWidget(self._midi_box())
 
         box = QGroupBox("Engine")
         inner = QVBoxLayout(box)
@@ -622,6 +738,76 @@ class MainWindow(QMainWindow):
         layout.addWidget(box)
         layout.addStretch(1)
         return col
+
+    def _midi_box(self) -> QGroupBox:
+        """The MIDI input (none, or a port; Refresh lists them) and its status line."""
+        box = QGroupBox("MIDI")
+        inner = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.midi_combo = QComboBox()
+        self.midi_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.midi_combo.setToolTip("the MIDI input: knobs and pads drive what they learned, MIDI clock the tempo")
+        self.midi_combo.activated.connect(self._on_midi_chosen)
+        self.midi_refresh_button = QPushButton("Refresh")
+        self.midi_refresh_button.setToolTip("list the MIDI inputs again")
+        self.midi_refresh_button.clicked.connect(self.refresh_midi_inputs)
+        row.addWidget(self.midi_combo, 1)
+        row.addWidget(self.midi_refresh_button)
+        inner.addLayout(row)
+        self.midi_label = QLabel("-")
+        self.midi_label.setWordWrap(True)
+        self.midi_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        inner.addWidget(self.midi_label)
+        self._fill_midi_combo([])  # listing ports opens a MIDI client: only when asked (Refresh)
+        return box
+
+    def refresh_midi_inputs(self) -> None:
+        """List the MIDI inputs there are now."""
+        names = self.backend.midi_inputs()
+        self._fill_midi_combo(list(names) if isinstance(names, list) else [])
+
+    def _fill_midi_combo(self, names: list[str]) -> None:
+        combo = self.midi_combo
+        current = self._midi_port()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("none", None)
+        for name in names:
+            combo.addItem(name, name)
+        if current is not None and current not in names:
+            combo.addItem(current, current)
+        combo.blockSignals(False)
+        self._select_midi(current)
+
+    def _midi_port(self) -> str | None:
+        port = self.backend.midi_port()
+        return port if isinstance(port, str) else None
+
+    def _select_midi(self, port: str | None) -> None:
+        if port is not None and self.midi_combo.findData(port) < 0:
+            _silently(self.midi_combo, lambda: self.midi_combo.addItem(port, port))
+        index = self.midi_combo.findData(port) if port is not None else 0
+        if self.midi_combo.currentIndex() != index and not self.midi_combo.view().isVisible():
+            _silently(self.midi_combo, lambda: self.midi_combo.setCurrentIndex(index))
+
+    def _on_midi_chosen(self, index: int) -> None:
+        self.backend.use_midi(self.midi_combo.itemData(index))
+        self.refresh_status()
+
+    def _on_ndi_toggled(self, on: bool) -> None:
+        self.backend.set_ndi(on)
+        self.refresh_status()
+
+    def _refresh_ndi(self) -> None:
+        view = self.backend.ndi_view()
+        if not isinstance(view, NdiView):
+            return
+        self.ndi_check.setEnabled(view.available)
+        self.ndi_check.setToolTip(view.text if not view.available else "send the output as an NDI source")
+        if self.ndi_check.isChecked() != view.on:
+            _silently(self.ndi_check, lambda: self.ndi_check.setChecked(view.on))
+        if self.ndi_label.text() != view.text:
+            self.ndi_label.setText(view.text)
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -717,10 +903,18 @@ class MainWindow(QMainWindow):
     def load_preset(self, name: str) -> None:
         self.backend.load_preset(name)
 
+    def preset_save_dialog(self) -> PresetSaveDialog:
+        return PresetSaveDialog(self._midi_port(), self)
+
     def _ask_preset_name(self) -> None:
-        name, ok = QInputDialog.getText(self, "Save preset", "Preset name:")
-        if ok and name.strip():
-            self.backend.save_preset(name.strip())
+        dialog = self.preset_save_dialog()
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.save_preset_from(dialog)
+
+    def save_preset_from(self, dialog: PresetSaveDialog) -> None:
+        """Save what the dialog says (nothing without a name)."""
+        if dialog.name():
+            self.backend.save_preset(dialog.name(), dialog.with_midi())
             self._refresh_presets()
 
     def _ask_audio_file(self) -> None:
@@ -917,6 +1111,11 @@ class MainWindow(QMainWindow):
         self.record_button.setText("■ Stop recording" if recording else "● Record")
         self.record_label.setText(self._record_text(rs))
         self.osc_label.setText(b.osc_summary())
+        midi_text = b.midi_summary()
+        if isinstance(midi_text, str) and self.midi_label.text() != midi_text:
+            self.midi_label.setText(midi_text)
+        self._select_midi(self._midi_port())
+        self._refresh_ndi()
         self._refresh_presets()
 
     def _record_text(self, rs: Any) -> str:

@@ -5,7 +5,9 @@ dozen times a second. :class:`Throttler` passes the first value of a burst at on
 reacts immediately), then at most one value per interval, and always the last one (the control
 ends exactly where the hand stopped). Widgets set from the outside (OSC, presets) use
 ``set_value_silently`` so that following the controls mailbox never writes back into it.
-A slider made ``learnable`` offers "MIDI learn" on right-click (``learn_requested(path)``).
+A slider made ``learnable`` offers "MIDI learn" on right-click (``learn_requested(path)``), and
+"Forget MIDI mapping" when its control is bound; :class:`MidiLearnMenu` gives any other widget
+(a checkbox, a combo box, a button) the same menu.
 
 Qt and numpy only: no torch, no sounddevice (``vjapp/ui`` layering rule).
 """
@@ -13,7 +15,7 @@ Qt and numpy only: no torch, no sounddevice (``vjapp/ui`` layering rule).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, QRectF, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QPainter
@@ -22,7 +24,7 @@ from PyQt6.QtWidgets import QHBoxLayout, QLabel, QMenu, QSizePolicy, QSlider, QW
 
 from vjapp.engine.controls import FloatSpec, IntSpec
 
-__all__ = ["Throttler", "ControlSlider", "LevelMeter", "DEFAULT_THROTTLE_MS"]
+__all__ = ["Throttler", "ControlSlider", "LevelMeter", "MidiLearnMenu", "midi_menu", "DEFAULT_THROTTLE_MS"]
 
 DEFAULT_THROTTLE_MS = 33  # at most ~30 updates per second into the controls mailbox
 
@@ -81,6 +83,46 @@ class Throttler(QObject):
             self._timer.start()  # the value just sent opens a new interval
 
 
+def midi_menu(parent: QWidget, target: str, bound: str | None, learn: Callable[[], None],
+              forget: Callable[[], None]) -> QMenu:
+    """The right-click menu of a MIDI-learnable widget: "MIDI learn", and "Forget MIDI mapping"
+    when ``bound`` (what drives ``target`` now, e.g. ``CC 21 (ch 1)``) is not None."""
+    menu = QMenu(parent)
+    action = menu.addAction("MIDI learn: move a knob or fader, or hit a pad, next")
+    action.setObjectName(f"midi-learn:{target}")
+    action.triggered.connect(learn)
+    if bound is not None:
+        action = menu.addAction(f"Forget MIDI mapping ({bound})")
+        action.setObjectName(f"midi-forget:{target}")
+        action.triggered.connect(forget)
+    return menu
+
+
+class MidiLearnMenu(QObject):
+    """Gives ``widgets`` (a control and its parts, e.g. a spin box and its line edit) a right-click
+    menu for MIDI learn of ``target``. ``bound(target)`` says what drives it now (or None)."""
+
+    learn_requested = pyqtSignal(str)
+    forget_requested = pyqtSignal(str)
+
+    def __init__(self, target: str, widgets: list[QWidget], bound: Callable[[str], str | None]) -> None:
+        super().__init__(widgets[0])
+        self.target = target
+        self.widget = widgets[0]
+        self._bound = bound
+        for widget in widgets:
+            widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            widget.customContextMenuRequested.connect(lambda pos, w=widget: self._show(w, pos))
+
+    def context_menu(self) -> QMenu:
+        return midi_menu(self.widget, self.target, self._bound(self.target),
+                         lambda: self.learn_requested.emit(self.target),
+                         lambda: self.forget_requested.emit(self.target))
+
+    def _show(self, widget: QWidget, pos: QPoint) -> None:
+        self.context_menu().exec(widget.mapToGlobal(pos))
+
+
 class ControlSlider(QWidget):
     """A labelled horizontal slider for one numeric control (a :class:`FloatSpec` or :class:`IntSpec`).
 
@@ -90,6 +132,7 @@ class ControlSlider(QWidget):
 
     value_changed = pyqtSignal(str, object)
     learn_requested = pyqtSignal(str)  # "MIDI learn" chosen from the right-click menu
+    forget_requested = pyqtSignal(str)  # "Forget MIDI mapping" chosen from the right-click menu
 
     def __init__(
         self,
@@ -131,23 +174,24 @@ class ControlSlider(QWidget):
         self.slider.sliderReleased.connect(self.throttler.flush)
         self._show(self.value())
         self.learnable = False
+        self._bound: Callable[[str], str | None] = lambda _target: None
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._show_context_menu)
 
     # -- MIDI learn -----------------------------------------------------------------------------
-    def set_learnable(self, on: bool) -> None:
-        """Offer "MIDI learn" on right-click (the app has a MIDI learn to offer)."""
+    def set_learnable(self, on: bool, bound: Callable[[str], str | None] | None = None) -> None:
+        """Offer "MIDI learn" on right-click (the app has a MIDI learn to offer); ``bound(path)``
+        says what drives the control now, for "Forget MIDI mapping"."""
         self.learnable = on
+        if bound is not None:
+            self._bound = bound
 
     def context_menu(self) -> QMenu | None:
         """The right-click menu (None when there is nothing to offer)."""
         if not self.learnable:
             return None
-        menu = QMenu(self)
-        action = menu.addAction("MIDI learn: move a knob or fader next")
-        action.setObjectName(f"midi-learn:{self.path}")
-        action.triggered.connect(lambda: self.learn_requested.emit(self.path))
-        return menu
+        return midi_menu(self, self.path, self._bound(self.path), lambda: self.learn_requested.emit(self.path),
+                         lambda: self.forget_requested.emit(self.path))
 
     def _show_context_menu(self, pos: QPoint) -> None:
         menu = self.context_menu()
