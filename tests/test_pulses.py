@@ -274,3 +274,20 @@ def test_pulses_wait_for_what_the_room_hears(tiny_bundle_dir):
     later = first_pulse_delay(HeardLater)
     assert direct < 0.15, direct
     assert 0.25 < later - direct < 0.4, (direct, later)
+
+
+def test_the_tempo_source_chosen_before_the_engine_runs_is_taken(tiny_bundle_dir):
+    from vjapp.engine.engine import Engine, EngineConfig
+    from vjapp.engine.mailbox import Mailbox
+
+    controls = Mailbox(set_path(Controls(), "rhythm.tempo_source", "tap"))
+    engine = Engine(load_bundle(tiny_bundle_dir), controls, [], EngineConfig(device="cpu", dtype="fp32", threads=1))
+    engine.start()
+    try:
+        assert engine.ready.wait(60)
+        deadline = time.monotonic() + 5
+        while engine.beat_clock.choice != "tap" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.beat_clock.choice == "tap"
+    finally:
+        engine.stop()

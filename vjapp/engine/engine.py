@@ -200,6 +200,7 @@ class Engine:
         assert show is not None
         version, controls = self.controls.get()
         show.apply(controls, self.clock.now(), immediate=True)
+        self.beat_clock.choice = controls.rhythm.tempo_source  # also when set before the loop began
         shown = controls  # what the show plays (quantised picture changes may still be pending)
         pacer = FramePacer(controls.fps, self.clock)
         pacer.start()
