@@ -53,6 +53,7 @@ def _make_show(bundle_path: str | None, device: str, dtype: str) -> Any:
 def _render_loop(show: Any, samples: np.ndarray, sr: int, fps: float, controls: Any) -> tuple[list, torch.Tensor]:
     """Frames and shown W+ of a mono loop, from a fresh start, on the sample clock."""
     from vjapp.audio import resample
+    from vjapp.engine.frames import to_uint8
     from vjapp.engine.offline import OfflineShow
 
     show.reset()
@@ -67,7 +68,6 @@ def _render_loop(show: Any, samples: np.ndarray, sr: int, fps: float, controls: 
         w = drive.ws_at(times)
         ws.append(w.cpu())
         imgs = show.renderer.images(w, controls.noise_mode)
-        from vjapp.engine.frames import to_uint8
         frames.extend(to_uint8(img) for img in imgs)
     return frames, torch.cat(ws)
 

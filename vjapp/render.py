@@ -32,7 +32,6 @@ from vjapp.engine.controls import ControlError, Controls, size_from_text
 log = logging.getLogger(__name__)
 
 FRAME_BATCH = 4  # frames synthesized per generator call (batching was ~15% faster per frame on CPU)
-HEAR_BATCH = 64  # model steps whose audio windows go through the mel + E_a in one batch
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -243,8 +242,8 @@ def render_file(
     from vjapp.bundles import SHOW_PARTS, open_bundle
     from vjapp.engine.frames import resolve_device, resolve_dtype
     from vjapp.engine.show import Show, ShowConfig
-    from vjapp.engine.offline import RhythmFollower
-    from vjapp.engine.pipeline import Heard, PipelineConfig
+    from vjapp.engine.offline import ModelStepper, RhythmFollower
+    from vjapp.engine.pipeline import PipelineConfig
     from vjapp.output.mp4 import Mp4Writer
 
     started = time.perf_counter()
@@ -274,24 +273,16 @@ def render_file(
         window = show.sound.window_samples
         weight = float(controls.source_weights[0])
         rhythm = RhythmFollower(show, sr_model)  # onsets and tempo on the sample clock
-        heard: dict[int, Heard] = {}  # precomputed E_a of upcoming steps (E_a has no state: batch it)
-        next_step = 0  # index k of the next model step at k / rate
 
-        def window_end(k: int) -> int:
-            return int(round(k * step_dt * sr_model))
+        def windows(ks: range) -> torch.Tensor:
+            """The model windows of steps ``ks`` from the streamed file; what no later step or the
+            rhythm layer needs is then dropped (memory stays bounded)."""
+            track.mono_until(steps.window_end(ks[-1]))
+            batch = np.stack([track.window(steps.window_end(k), window) for k in ks])
+            track.forget_mono_before(min(steps.window_end(ks[0]) - window, rhythm.position))
+            return torch.from_numpy(batch)
 
-        def model_step_until(t: float) -> None:
-            nonlocal next_step
-            while next_step * step_dt <= t:
-                if next_step not in heard:
-                    ks = range(next_step, next_step + HEAR_BATCH)
-                    track.mono_until(window_end(ks[-1]))
-                    windows = np.stack([track.window(window_end(k), window) for k in ks])
-                    heard.clear()
-                    heard.update(zip(ks, show.sound.hear_many(torch.from_numpy(windows), weight)))
-                    track.forget_mono_before(min(window_end(next_step) - window, rhythm.position))
-                show.model_step(next_step * step_dt, [], heard=heard[next_step])
-                next_step += 1
+        steps = ModelStepper(show, rate, windows, weight)
 
         out = Path(output_path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,13 +311,9 @@ def render_file(
                     if not idx:
                         break
                     times = [k / fps for k in idx]
-                    model_step_until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
-                    pulses = []
-                    for t in times:  # the rhythm layer hears the audio up to each frame, as live
-                        end = min(int(round(t * sr_model)), track.mono_end)
-                        if end > rhythm.position:
-                            rhythm.hear(track.window(end, end - rhythm.position) * weight)
-                        pulses.append(rhythm.pulse())
+                    steps.until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
+                    pulses = rhythm.pulses_at(times, sr_model, lambda a, b: track.window(b, b - a) * weight,
+                                              track.mono_end)
                     for k, frame in zip(idx, show.frames_at(times, pulses)):
                         last = n_frames is not None and k == n_frames - 1
                         audio_end = track.read_frames if last else int(round((k + 1) / fps * track.rate))

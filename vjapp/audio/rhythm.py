@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time as _time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -521,7 +520,6 @@ class RhythmAnalyzer:
         self.onsets = OnsetAnalyzer(self.sample_rate, self.config)
         self.tempo = TempoTracker(self.onsets.hop_s, self.config)
         self._offset: float | None = None  # engine time - stream time
-        self.hops: list[HopFeatures] = []  # the hops of the last feed()
 
     def feed(self, mono: np.ndarray, now: float | None = None) -> list[HopFeatures]:
         hops = self.onsets.process(mono)
@@ -534,7 +532,6 @@ class RhythmAnalyzer:
                 self._offset = offset
             else:
                 self._offset += 0.01 * (offset - self._offset)
-        self.hops = hops
         return hops
 
     def to_stream(self, t: float) -> float:
@@ -561,7 +558,3 @@ class RhythmAnalyzer:
             tempo_source=self.name if state is None else state.source,
             t=t,
         )
-
-
-def monotonic() -> float:
-    return _time.perf_counter()

@@ -256,9 +256,9 @@ class Engine:
                 self._report(f"engine error: {exc}")
                 time.sleep(self.config.error_backoff_s)
 
-    def _main_source(self) -> AudioSource | None:
+    def _main_source(self, controls: Controls) -> AudioSource | None:
+        """The source with the largest mix weight (the first of equals): the one the rhythm layer hears."""
         _, sources = self._sources.get()
-        _, controls = self.controls.get()
         weights = list(controls.source_weights) + [0.0] * len(sources)
         live = [(weights[i], i, s) for i, s in enumerate(sources) if weights[i] > 0.0]
         return max(live, key=lambda x: (x[0], -x[1]))[2] if live else None
@@ -273,7 +273,7 @@ class Engine:
         are applied that much later, so the picture moves with what the audience hears.
         """
         now = self.clock.now()
-        src = self._main_source()
+        src = self._main_source(show.controls)
         if src is None:
             show.pulses.decay(now - (self._last_read or now), show.controls.rhythm.release)
             self._last_read = now
@@ -293,7 +293,7 @@ class Engine:
         self._last_read = now
         hops = analyzer.feed(to_mono(got.data), now) if got.data.shape[0] else []
         heard_delay = float(getattr(src, "heard_latency", 0.0) or 0.0)  # a file played to speakers
-        loud = analyzer.onsets.loudness("fast") ** (2.0 * max(show.controls.loudness_reactivity, 0.0))
+        loud = analyzer.onsets.loudness("fast")
         for h in hops:
             beat = self.beat_clock.beat_at(analyzer.from_stream(h.t))
             self._hop_queue.append((now + heard_delay, h.strength, loud, beat))

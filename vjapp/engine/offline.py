@@ -9,8 +9,8 @@ frame lies between two real keyframes of the semantic layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,40 @@ from vjapp.audio.rhythm import RhythmAnalyzer
 from vjapp.engine.pipeline import Heard
 from vjapp.engine.show import Show
 
-__all__ = ["OfflineShow", "RhythmFollower"]
+__all__ = ["OfflineShow", "RhythmFollower", "ModelStepper"]
 
 HEAR_BATCH = 64  # model steps whose audio windows go through the mel + E_a in one batch
+
+
+class ModelStepper:
+    """The semantic layer on a sample clock: model step ``k`` at ``k / model_rate`` s hears the
+    window that ends there. E_a has no state, so the windows of ``HEAR_BATCH`` upcoming steps go
+    through the mel + E_a in one batch; ``windows(ks)`` returns them ``[len(ks), window_samples]``
+    (from memory, or from a file being streamed)."""
+
+    def __init__(self, show: Show, model_rate: float, windows: Callable[[range], torch.Tensor],
+                 weight: float = 1.0) -> None:
+        self.show = show
+        self.step_dt = 1.0 / float(model_rate)
+        self.windows = windows
+        self.weight = weight
+        self.next_step = 0  # index k of the next model step
+        self._heard: dict[int, Heard] = {}
+
+    def window_end(self, k: int) -> int:
+        """The sample (at the model's rate) where step ``k``'s window ends."""
+        return int(round(k * self.step_dt * self.show.sound.sample_rate))
+
+    def until(self, t: float) -> None:
+        """Every model step at or before ``t``."""
+        while self.next_step * self.step_dt <= t:
+            k = self.next_step
+            if k not in self._heard:
+                ks = range(k, k + HEAR_BATCH)
+                self._heard.clear()
+                self._heard.update(zip(ks, self.show.sound.hear_many(self.windows(ks), self.weight)))
+            self.show.model_step(k * self.step_dt, [], heard=self._heard[k])
+            self.next_step += 1
 
 
 class RhythmFollower:
@@ -37,13 +68,24 @@ class RhythmFollower:
         hops = self.analyzer.feed(samples)
         self.position += int(samples.size)
         onsets = self.analyzer.onsets
-        level = onsets.loudness("fast") ** (2.0 * max(self.show.controls.loudness_reactivity, 0.0))
         beats = [self.analyzer.tempo.beat_at_stream(h.t) for h in hops]
-        self.show.listen([h.strength for h in hops], onsets.hop_s, level, beats)
+        self.show.listen([h.strength for h in hops], onsets.hop_s, onsets.loudness("fast"), beats)
 
     def pulse(self) -> torch.Tensor | None:
         p = self.show.pulse()
         return None if p is None else p.clone()
+
+    def pulses_at(self, times: Sequence[float], rate: int, read: Callable[[int, int], np.ndarray],
+                  available: int) -> list[torch.Tensor | None]:
+        """The pulse at each time (ascending), hearing the audio up to it first, as live.
+        ``read(start, end)`` gives those mono samples at ``rate``; ``available`` samples exist."""
+        out = []
+        for t in times:
+            end = min(int(round(t * rate)), available)
+            if end > self.position:
+                self.hear(read(self.position, end))
+            out.append(self.pulse())
+        return out
 
 
 @dataclass
@@ -57,55 +99,24 @@ class OfflineShow:
     rhythm_rate: int
     model_rate: float
     weight: float = 1.0
-    _heard: dict[int, Heard] = field(default_factory=dict)
-    _next_step: int = 0
 
     def __post_init__(self) -> None:
         self.rhythm = RhythmFollower(self.show, int(self.rhythm_rate))
-        self.step_dt = 1.0 / float(self.model_rate)
+        self.steps = ModelStepper(self.show, self.model_rate, self._windows, self.weight)
 
-    def _window_at(self, k: int) -> torch.Tensor:
-        sr = self.show.sound.sample_rate
+    def _windows(self, ks: range) -> torch.Tensor:
         window = self.show.sound.window_samples
-        end = min(int(round(k * self.step_dt * sr)), self.model_audio.numel())
-        w = self.model_audio[max(0, end - window):end]
-        return torch.nn.functional.pad(w, (window - w.numel(), 0))
-
-    def model_step_until(self, t: float) -> None:
-        """Every model step at or before ``t`` (E_a batched over upcoming steps)."""
-        while self._next_step * self.step_dt <= t:
-            k = self._next_step
-            if k not in self._heard:
-                ks = range(k, k + HEAR_BATCH)
-                self._heard.clear()
-                windows = torch.stack([self._window_at(j) for j in ks])
-                self._heard.update(zip(ks, self.show.sound.hear_many(windows, self.weight)))
-            self.show.model_step(k * self.step_dt, [], heard=self._heard[k])
-            self._next_step += 1
-
-    def listen_until(self, t: float) -> None:
-        """Feed the rhythm layer with the audio up to time ``t``."""
-        end = min(int(round(t * self.rhythm_rate)), self.rhythm_audio.size)
-        if end > self.rhythm.position:
-            self.rhythm.hear(self.rhythm_audio[self.rhythm.position:end] * self.weight)
-
-    def _pulses(self, times: Sequence[float]) -> list[torch.Tensor | None]:
-        self.model_step_until(times[-1] + self.step_dt)  # one step ahead: between real keyframes
-        pulses = []
-        for t in times:
-            self.listen_until(t)
-            pulses.append(self.rhythm.pulse())
-        return pulses
+        out = []
+        for k in ks:
+            end = min(self.steps.window_end(k), self.model_audio.numel())
+            w = self.model_audio[max(0, end - window):end]
+            out.append(torch.nn.functional.pad(w, (window - w.numel(), 0)))
+        return torch.stack(out)
 
     def ws_at(self, times: Sequence[float]) -> torch.Tensor:
-        """The W+ ``[B, L, C]`` shown at ``times``: semantic layer plus pulses (no synthesis)."""
-        pulses = self._pulses(times)
-        ws = torch.stack([self.show.timeline.sample(t) for t in times])
-        for i, p in enumerate(pulses):
-            if p is not None:
-                ws[i] += p
-        return ws
-
-    def frames_at(self, times: Sequence[float]) -> list[np.ndarray]:
-        """Frames for ``times`` (ascending, each after the last call's), rhythm layer included."""
-        return self.show.frames_at(times, self._pulses(times))
+        """The W+ ``[B, L, C]`` shown at ``times`` (ascending, each after the last call's): the
+        semantic layer plus the pulses of the audio up to each time (no synthesis)."""
+        self.steps.until(times[-1] + self.steps.step_dt)  # one step ahead: between real keyframes
+        pulses = self.rhythm.pulses_at(times, self.rhythm_rate, lambda a, b: self.rhythm_audio[a:b] * self.weight,
+                                       self.rhythm_audio.size)
+        return self.show.ws_at(times, pulses)

@@ -184,7 +184,7 @@ class SoundToLatent:
         w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
         with self._stage("recurrent"):
             w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
-        rate = controls.gain * (target_level if target_level > 0 else 0.0) ** 0.5
+        rate = controls.gain * target_level**0.5  # silence (level 0): the model's state holds still
         change = (w_pred - w_prev) * (rate * self._per_layer(controls.group_gains))  # [1, L, C]
         new_offset = (self.offset + change) * (1.0 - self.config.leak)
         new_offset = _clamp_rows(new_offset, self.config.max_offset * controls.semantic_reach)

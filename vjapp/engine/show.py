@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from model.audio_features import LogMel
-from vjapp.audio.rhythm import BeatState
 from model.bundle import Bundle
-from vjapp.engine.controls import Controls, MixSlot
+from vjapp.audio.rhythm import BeatState
+from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8
 from vjapp.engine.interp import LatentTimeline
 from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
@@ -180,12 +180,13 @@ class Show:
     def listen(self, strengths: Sequence[Sequence[float]], hop_s: float, loudness: float,
                beats: Sequence[BeatState | None] | None = None) -> None:
         """Step the pulse envelopes over analysis hops: each hop's band strengths (0..1), scaled by
-        the fast loudness (0..1), so quiet sound pulses less than loud sound, and by where the hop
-        falls in the beat (``beats``: the clock's state at each hop), so onsets on the beat hit
-        hardest and off-beat ones pulse by ``rhythm.offbeat``."""
+        the fast loudness (0..1, raised to twice the loudness reactivity), so quiet sound pulses
+        less than loud sound, and by where the hop falls in the beat (``beats``: the clock's state
+        at each hop), so onsets on the beat hit hardest and off-beat ones pulse by ``rhythm.offbeat``."""
         r = self.controls.rhythm
+        level = loudness ** (2.0 * max(self.controls.loudness_reactivity, 0.0))
         for i, strength in enumerate(strengths):
-            w = loudness * on_beat_weight(beats[i] if beats is not None else None, r.offbeat)
+            w = level * on_beat_weight(beats[i] if beats is not None else None, r.offbeat)
             # strength^k: the strongest onsets (the kick) stand out from weaker ones
             self.pulses.step([x ** PULSE_SHARPNESS * w for x in strength], hop_s, r.attack, r.release)
 
@@ -194,7 +195,7 @@ class Show:
         r = self.controls.rhythm
         if r.amount <= 0.0 or not self.pulses.value.any():
             return None
-        groups = [("coarse", "mid", "fine").index(b.group) for b in (r.low, r.mid, r.high)]
+        groups = [LAYER_GROUPS.index(b.group) for b in (r.low, r.mid, r.high)]
         return pulse_offset(self.pulses.value, (r.low.gain, r.mid.gain, r.high.gain), groups, r.amount,
                             self.directions, self.sound.masks)
 
@@ -203,16 +204,22 @@ class Show:
         """The uint8 frame ``[H, W, 3]`` for display time ``t``, plus a pulse offset."""
         return self.frames_at([t], None if pulse is None else [pulse])[0]
 
+    def ws_at(self, times: Sequence[float], pulses: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """The W+ ``[B, L, C]`` shown at ``times``: the interpolated semantic latent, plus each
+        time's pulse offset ``[num_ws, w_dim]`` (the rhythm layer) where one is given."""
+        ws = torch.stack([self.timeline.sample(t) for t in times])  # [B, L, C]
+        if pulses is not None:
+            for i, p in enumerate(pulses):
+                if p is not None:
+                    ws[i] += p
+        return ws
+
     def frames_at(self, times: Sequence[float],
                   pulses: Sequence[torch.Tensor | None] | None = None) -> list[np.ndarray]:
         """Frames for several display times, synthesized as one batch (offline render); each may
-        carry a pulse offset ``[num_ws, w_dim]`` (the rhythm layer) added to its W+."""
+        carry a pulse offset (see :meth:`ws_at`)."""
         with self.stats.stage("interpolate"):
-            ws = torch.stack([self.timeline.sample(t) for t in times])  # [B, L, C]
-            if pulses is not None:
-                for i, p in enumerate(pulses):
-                    if p is not None:
-                        ws[i] += p
+            ws = self.ws_at(times, pulses)
         with self.stats.stage("synthesis"):
             imgs = self.renderer.images(ws, self.controls.noise_mode)
         with self.stats.stage("to_uint8"):

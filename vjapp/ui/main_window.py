@@ -82,7 +82,6 @@ __all__ = ["Backend", "SourceView", "NdiView", "PresetSaveDialog", "MainWindow",
 
 SIZES = ("native", "64", "128", "256", "512", "1024")
 GENERATOR_SUFFIXES = (".pkl", ".pt", ".pth")
-GROUPS = ("coarse", "mid", "fine")
 _KNOB_SPECS = (FloatSpec, IntSpec, BoolSpec, ChoiceSpec)  # what a knob or pad can set (MIDI learn)
 
 
@@ -585,7 +584,7 @@ class MainWindow(QMainWindow):
         box = QGroupBox("Style mix (take layer groups from another latent)")
         inner = QVBoxLayout(box)
         self.mix_rows: dict[str, dict[str, QWidget]] = {}
-        for group in GROUPS:
+        for group in LAYER_GROUPS:
             inner.addWidget(self._mix_row(group))
         layout.addWidget(box)
         layout.addStretch(1)
@@ -661,9 +660,9 @@ class MainWindow(QMainWindow):
         inner.addWidget(self._slider("smoothing", "Smoothing"))
         inner.addWidget(self._slider("loudness_reactivity", "Loudness reactivity"))
         inner.addWidget(self._slider("semantic_reach", "Meaning reach"))
-        for group in GROUPS:
+        for group in LAYER_GROUPS:
             inner.addWidget(self._slider(f"group_gains.{group}", f"Gain {group}"))
-        for group in GROUPS:
+        for group in LAYER_GROUPS:
             inner.addWidget(self._slider(f"group_smoothing.{group}", f"Smoothing {group}"))
         inner.addWidget(self._slider("model_rate", "Model rate (Hz)", decimals=1))
         layout.addWidget(box)

@@ -13,7 +13,8 @@ from PyQt6.QtCore import QRectF, Qt
 from PyQt6.QtGui import QColor, QPainter
 from PyQt6.QtWidgets import QWidget
 
-BAND_NAMES = ("low", "mid", "high")
+# vjapp.audio.rhythm.BANDS, not imported: vjapp.audio's package loads sounddevice, which the UI must not
+BANDS = ("low", "mid", "high")
 BAND_COLOURS = ("#e5533d", "#e5b33d", "#3dbde5")
 
 
@@ -60,7 +61,7 @@ class RhythmMeter(QWidget):
             colour = colour.lighter(100 + int(80 * self.flash[i]))
             p.fillRect(QRectF(x, h - 4 - (h - 8) * level, bar_w - 6, (h - 8) * level), colour)
             p.setPen(QColor("#888"))
-            p.drawText(QRectF(x, h - 16, bar_w - 6, 14), Qt.AlignmentFlag.AlignCenter, BAND_NAMES[i])
+            p.drawText(QRectF(x, h - 16, bar_w - 6, 14), Qt.AlignmentFlag.AlignCenter, BANDS[i])
         beat = int(self.bar_phase * 4) % 4 if self.bpm is not None else -1
         for k in range(4):
             cx = w * 0.55 + k * 16
