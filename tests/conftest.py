@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -45,3 +46,38 @@ def _no_flush_to_zero_leaks():
     test so float-property tests (hypothesis refuses to run under FTZ) see a normal FPU."""
     yield
     torch.set_flush_denormal(False)
+
+
+@pytest.fixture
+def make_app(qtbot, tmp_path, tiny_bundle_dir):
+    """Build apps like ``vjapp gui --windowed --osc-port 0`` in a temporary home; shut them down after."""
+    from vjapp.app import build_app
+    from vjapp.gui import default_args
+
+    built: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        options = dict(bundle=str(tiny_bundle_dir), windowed=True, osc_port=0, mute=True, threads=1,
+                       settings=str(tmp_path / "settings.ini"), data_dir=str(tmp_path / "data"),
+                       record_dir=str(tmp_path / "rec"))
+        options.update(overrides)
+        ctx = build_app(default_args(**options))
+        built.append(ctx)
+        ctx.show()
+        return ctx
+
+    yield make
+    for ctx in built:
+        ctx.shutdown()
+
+
+@pytest.fixture
+def show(tiny_bundle_dir):
+    """A :class:`~vjapp.engine.show.Show` on the tiny bundle, float32 on the CPU, default controls."""
+    from model.bundle import load_bundle
+    from vjapp.engine.controls import Controls
+    from vjapp.engine.show import Show
+
+    s = Show(load_bundle(tiny_bundle_dir), torch.device("cpu"), torch.float32)
+    s.apply(Controls(), 0.0, immediate=True)
+    return s

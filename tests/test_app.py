@@ -7,14 +7,13 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 from PyQt6.QtCore import Qt
 
-from vjapp.app import AppContext, BundleMismatch, build_app, demo_audio_path
+from vjapp.app import AppContext, BundleMismatch, demo_audio_path
 from vjapp.gui import default_args
 from vjapp.output.mp4 import probe_mp4
 
@@ -30,26 +29,6 @@ def _tone_file(path: Path, seconds: float = 6.0, sr: int = 16000) -> Path:
 def _silent_file(path: Path, seconds: float = 6.0, sr: int = 16000) -> Path:
     sf.write(path, np.zeros(int(seconds * sr), np.float32), sr)
     return path
-
-
-@pytest.fixture
-def make_app(qtbot, tmp_path, tiny_bundle_dir):
-    """Build apps like ``vjapp gui --windowed --osc-port 0`` in a temporary home; shut them down after."""
-    built: list[AppContext] = []
-
-    def make(**overrides: Any) -> AppContext:
-        options = dict(bundle=str(tiny_bundle_dir), windowed=True, osc_port=0, mute=True, threads=1,
-                       settings=str(tmp_path / "settings.ini"), data_dir=str(tmp_path / "data"),
-                       record_dir=str(tmp_path / "rec"))
-        options.update(overrides)
-        ctx = build_app(default_args(**options))
-        built.append(ctx)
-        ctx.show()
-        return ctx
-
-    yield make
-    for ctx in built:
-        ctx.shutdown()
 
 
 def _frame(ctx: AppContext) -> np.ndarray | None:

@@ -18,11 +18,6 @@ from vjapp.engine.show import Show
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def show(tiny_bundle_dir):
-    s = Show(load_bundle(tiny_bundle_dir), CPU, torch.float32)
-    s.apply(Controls(), 0.0, immediate=True)
-    return s
 
 
 def _tone(seconds: float, sr: int, db: float, seed: int = 0) -> torch.Tensor:

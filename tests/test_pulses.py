@@ -19,14 +19,7 @@ from vjapp.engine.pulses import directions_for, mapping_hash
 from vjapp.engine.quantize import ChangeQuantizer
 from vjapp.engine.show import Show
 
-CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def show(tiny_bundle_dir):
-    s = Show(load_bundle(tiny_bundle_dir), CPU, torch.float32)
-    s.apply(Controls(), 0.0, immediate=True)
-    return s
+# `show`: a Show on the tiny bundle (conftest.py)
 
 
 def test_directions_are_deterministic_cached_and_follow_the_generator(tiny_bundle_dir, tmp_path, monkeypatch):

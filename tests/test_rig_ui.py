@@ -7,16 +7,16 @@ midi_fixtures.py); NDI through a real receiver on loopback (tests/test_sinks.py'
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from PyQt6.QtCore import Qt
 
-from vjapp.app import AppContext, build_app
-from vjapp.gui import default_args
+from vjapp.app import AppContext
 from vjapp.presets import Preset, PresetError
 
 
@@ -31,22 +31,9 @@ def _menu_action(menu: Any, prefix: str) -> Any:
 
 
 @pytest.fixture
-def make_app(qtbot, tmp_path: Path, tiny_bundle_dir: Path) -> Iterator[Callable[..., AppContext]]:
-    built: list[AppContext] = []
-
-    def make(**overrides: Any) -> AppContext:
-        options = dict(bundle=str(tiny_bundle_dir), windowed=True, no_osc=True, mute=True, threads=1,
-                       settings=str(tmp_path / "settings.ini"), data_dir=str(tmp_path / "data"),
-                       record_dir=str(tmp_path / "rec"), midi_api="jack")
-        options.update(overrides)
-        ctx = build_app(default_args(**options))
-        built.append(ctx)
-        ctx.show()
-        return ctx
-
-    yield make
-    for ctx in built:
-        ctx.shutdown()
+def make_app(make_app: Callable[..., AppContext]) -> Callable[..., AppContext]:
+    """conftest's apps, without OSC and with MIDI over the tests' JACK server."""
+    return functools.partial(make_app, no_osc=True, midi_api="jack")
 
 
 def _paused(ctx: AppContext) -> bool:
