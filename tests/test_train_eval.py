@@ -135,11 +135,28 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
     out = tmp_path / "report"
     rc = main(["eval", "--data", str(synthscapes_tiny), "--bundle", str(tiny_bundle_dir), "--out", str(out),
                "--clips", "6", "--segments", "3", "--mp4-clips", "1", "--mp4-size", "32",
-               "--coverage-samples", "8", "--kid-subsets", "2", "--device", "cpu"])
+               "--coverage-samples", "8", "--kid-subsets", "2", "--device", "cpu", "--base-seeds", "2",
+               "--atlas-samples", "24", "--judge-steps", "30", "--switch-pairs", "2",
+               "--judge-dir", str(tmp_path / "judges")])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["methods"]) == {"ours", "random_walk", "linear_interpolation", "loudness_walk"}
-    assert report["clips"] == 6 and report["segments"] == 3
+    assert set(report["methods"]) == {"ours", "atlas", "random_walk", "linear_interpolation", "loudness_walk"}
+    assert report["clips"] == 6 and report["segments"] == 3 and report["base_seeds"] == 2
+    assert report["atlas_samples"] == 24
+    # the independent judge: two forms, trained on real frames and saved; every method scored by both
+    assert sorted(p.name for p in (tmp_path / "judges").glob("judge-*.json")) == ["judge-full.json",
+                                                                                   "judge-structure.json"]
+    judge = report["judge"]
+    assert set(judge["held_out_real"]) == {"full", "structure"}
+    for name, m in report["methods"].items():
+        for form in ("full", "structure"):
+            assert 0.0 <= m["judge"][form]["mean"] <= 1.0, (name, form)
+            assert set(m["judge"][form]["per_class"]) <= set(report["labels"])
+    ceiling = judge["generator_ceiling"]
+    assert sum(ceiling["full_share"].values()) == pytest.approx(1.0)
+    assert set(judge["reaction"]) == {"ours", "atlas"}
+    assert all(r["pairs"] == 2 for r in judge["reaction"].values())
+    assert set(report["loudness_ratio"]) == {"ours", "atlas"}
     for name, m in report["methods"].items():
         assert -1.0 <= m["audio_video_similarity"] <= 1.0, name
         assert -1.0 <= m["text_video_similarity"] <= 1.0, name
@@ -156,6 +173,7 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
     assert set(report["real_brightness"]["per_class"]) == present
     md = (out / "report.md").read_text()
     assert "| ours (E_a + predictor) |" in md and "| random walk |" in md and "loudness walk" in md
+    assert "Independent judge" in md and "Reaction time" in md and "structure agrees" in md
     assert "palette L1" in md and "brightness: real" in md
     sheets = sorted((out / "contact_sheets").glob("*.png"))
     assert sheets and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in sheets)
@@ -170,7 +188,7 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
     assert width == 2 + (1 + 3) * (size + 2)
     info = probe_mp4(out / "grid_00.mp4")
     assert info["video"]["frames"] == 3
-    assert info["video"]["width"] == 5 * 32 and info["video"]["height"] == 32  # real | 4 methods
+    assert info["video"]["width"] == 6 * 32 and info["video"]["height"] == 32  # real | 5 methods
     assert info["audio"] is not None and info["audio"]["decoded_duration_s"] > 1.0
 
 

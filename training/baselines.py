@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -32,6 +32,10 @@ from torch import nn
 from model.audio_features import LogMel, rms_loudness
 from vjapp.engine.controls import Controls
 from vjapp.engine.pipeline import PipelineConfig
+from vjapp.engine.scene import SceneDynamics, scene_rollout, shown_scene_offset
+
+if TYPE_CHECKING:
+    from model.atlas import AtlasSteering
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +219,52 @@ def ours_latents(models: SoundModels, audio: torch.Tensor, base: torch.Tensor) -
     return ws, ws[:, seg_steps]
 
 
+@dataclass
+class AtlasModels:
+    """What :func:`atlas_latents` needs: the frontend, F_a, the atlas steering and the scene dynamics."""
+
+    logmel: LogMel
+    audio_encoder: nn.Module
+    steering: "AtlasSteering"
+    substeps: int = 1
+    dynamics: LiveDynamics = LiveDynamics()
+    scene: SceneDynamics = SceneDynamics()
+
+
+def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The atlas scene on segments ``[B, T, S]`` (as live, :mod:`vjapp.engine.scene`) → (latents after
+    every live step ``[B, N, L, C]``, latents at the segment ends ``[B, T, L, C]``).
+
+    Each step: F_a of the newest segment → the atlas target near the base's w → the scene glides
+    toward it → shown ``base + level · strength · (scene − base)`` with the live loudness envelope.
+    """
+    windows, seg_steps = live_windows(audio, models.substeps)  # [B, N, S]
+    b, n, s = windows.shape
+    with torch.no_grad():
+        mels = models.logmel(windows.reshape(b * n, s))
+        emb = models.audio_encoder(mels).float().view(b, n, -1)  # [B, N, D]
+        base_w = base[:, 0]  # [B, C]
+        targets = torch.stack([models.steering.target(emb[:, j], base_w) for j in range(n)], dim=1)  # [B, N, C]
+        scenes = scene_rollout(targets.to(base), base_w, models.scene.glide)  # [B, N, C]
+        level = loudness_level(loudness_units(windows, models.dynamics.level_quiet_db, models.dynamics.level_loud_db),
+                               models.dynamics)  # [B, N]
+        ws = base.unsqueeze(1) + shown_scene_offset(base.unsqueeze(1), scenes, level * models.scene.strength)
+    return ws, ws[:, seg_steps]
+
+
+def loudness_level(loudness: torch.Tensor, dynamics: LiveDynamics = LiveDynamics()) -> torch.Tensor:
+    """The live loudness envelope ``[B, N]`` (attack/release on ``loudness^r``), as :func:`sound_rollout`'s level."""
+    r = dynamics.loudness_reactivity
+    target = loudness.clamp(0.0, 1.0) ** r if r > 0 else (loudness > 0).to(loudness.dtype)
+    level = torch.zeros_like(target[:, 0])
+    out = []
+    for j in range(target.shape[1]):
+        a = torch.where(target[:, j] > level, dynamics.level_attack, dynamics.level_release)
+        level = a * level + (1.0 - a) * target[:, j]
+        out.append(level)
+    return torch.stack(out, dim=1)
+
+
 def _unit_directions(b: int, t: int, w_dim: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     d = torch.randn(b, t, w_dim, generator=generator).to(like)  # CPU generator: reproducible anywhere
     return d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [B, T, C]
@@ -300,7 +350,7 @@ def random_bases(mapping: nn.Module, seeds: Sequence[int], z_dim: int, device: t
 
 
 __all__ = [
-    "METHODS", "LiveDynamics", "SoundModels", "SequenceShapeError", "clamp_rows", "linear_interpolation",
+    "METHODS", "AtlasModels", "LiveDynamics", "atlas_latents", "loudness_level", "SoundModels", "SequenceShapeError", "clamp_rows", "linear_interpolation",
     "live_windows", "loudness_units", "loudness_walk", "mean_step_motion", "ours_latents", "random_bases",
     "random_walk", "render_sequences", "sound_rollout", "substeps_per_segment", "truncate_sequence",
 ]

@@ -27,7 +27,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from model.audio_features import LogMel
 from model.bundle import Bundle, load_bundle
 from training.baselines import (
-    METHODS,
+    AtlasModels,
     LiveDynamics,
+    atlas_latents,
     SoundModels,
     linear_interpolation,
     loudness_units,
@@ -59,11 +60,16 @@ from training.metrics import (
 from training.run import TrainingError
 from training.stages import class_text_embeddings
 
+if TYPE_CHECKING:
+    from model.atlas import LatentAtlas
+    from training.judge_report import Judges
+
 log = logging.getLogger(__name__)
 
 STAGE = "eval"
 METHOD_TITLES = {
     "ours": "ours (E_a + predictor)",
+    "atlas": "atlas (F_a → atlas scene)",
     "random_walk": "random walk",
     "linear_interpolation": "linear interpolation",
     "loudness_walk": "loudness walk",
@@ -104,6 +110,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random generator samples for class coverage (0: skip)")
     parser.add_argument("--kid-subsets", type=int, default=50, help="KID subsets")
     parser.add_argument("--cache-dir", type=Path, default=None, help="decoded-clip cache of the dataset")
+    parser.add_argument("--base-seeds", type=int, default=3,
+                        help="base latents per clip (seeds SEED + i + 1000 k): every figure is over all of them")
+    parser.add_argument("--judge-dir", type=Path, default=None,
+                        help="where the independent judges are kept (default: DATA/judges); trained there from the "
+                             "data's real train-split frames when missing or stale")
+    parser.add_argument("--judge-data", type=Path, default=None,
+                        help="data whose real train-split frames train the judges (default: --data); the judges are "
+                             "checked on its val split and on the evaluated clips' real frames")
+    parser.add_argument("--judge-steps", type=int, default=1500, help="training steps of each judge")
+    parser.add_argument("--no-judge", action="store_true", help="skip the independent judge (CLIP metrics only)")
+    parser.add_argument("--switch-pairs", type=int, default=36, help="class-switch pairs for the reaction time (0: skip)")
+    parser.add_argument("--atlas-samples", type=int, default=4096, help="latent atlas size (0: no atlas method)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,32 +158,100 @@ def load_clips(data: Path, bundle: Bundle, split: str, clips: int, segments: int
 # Methods and scoring
 
 
+SoundMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", batch: int = 8) -> dict[str, SoundMethod]:
+    """The methods that hear the sound: name -> ``f(audio [B, T, S], base [B, L, C])`` returning the
+    latents after every live step ``[B, N, L, C]`` and at the segment ends ``[B, T, L, C]``."""
+    device = next(bundle.generator.parameters()).device  # type: ignore[union-attr]
+    logmel = LogMel(bundle.info.mel).to(device)
+    dyn = LiveDynamics.live()
+    out: dict[str, SoundMethod] = {}
+
+    def batched(fn: SoundMethod) -> SoundMethod:
+        def run(audio: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            parts = [fn(audio[i:i + batch].to(device), base[i:i + batch]) for i in range(0, audio.shape[0], batch)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return run
+
+    if bundle.sound_inversion is not None and bundle.predictor is not None:
+        models = SoundModels(logmel, bundle.sound_inversion.eval(), bundle.predictor.eval(), substeps, dyn)
+        out["ours"] = batched(lambda a, b: ours_latents(models, a, b))
+    if atlas is not None and bundle.audio_encoder is not None:
+        from model.atlas import AtlasSteering
+
+        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), AtlasSteering(atlas.to(device)), substeps, dyn)
+        out["atlas"] = batched(lambda a, b: atlas_latents(amodels, a, b))
+    return out
+
+
 @torch.no_grad()
-def method_latents(bundle: Bundle, clips: EvalClips, base: torch.Tensor, substeps: int, seed: int,
-                   batch: int = 8) -> tuple[dict[str, torch.Tensor], float]:
+def method_latents(bundle: Bundle, clips: EvalClips, base: torch.Tensor, methods: dict[str, SoundMethod],
+                   seed: int) -> tuple[dict[str, torch.Tensor], float]:
     """W+ sequences ``[N, T, L, C]`` of every method for the same audio and bases; and the walk step."""
-    assert bundle.generator is not None and bundle.sound_inversion is not None and bundle.predictor is not None
+    assert bundle.generator is not None
     device = base.device
-    models = SoundModels(LogMel(bundle.info.mel).to(device), bundle.sound_inversion.eval(),
-                         bundle.predictor.eval(), substeps, LiveDynamics.live())
     audio = clips.audio.to(device)
-    ours = torch.cat([ours_latents(models, audio[i:i + batch], base[i:i + batch])[1]
-                      for i in range(0, audio.shape[0], batch)])  # [N, T, L, C]
+    out = {name: fn(audio, base)[1] for name, fn in methods.items()}  # [N, T, L, C]
     t = audio.shape[1]
-    motion = mean_step_motion(ours)
+    motion = mean_step_motion(next(iter(out.values()))) if out else 0.0
     step = motion if motion > 0 else 1e-3
     loud = loudness_units(audio)  # [N, T]
     mean_loud = float(loud[:, 1:].mean()) if t > 1 else 0.0
     gen = torch.Generator().manual_seed(seed + 7919)
     G = bundle.generator
     targets = random_bases(G.mapping, [seed + 100_000 + i for i in range(base.shape[0])], G.z_dim, device)
-    out = {
-        "ours": ours,
+    out.update({
         "random_walk": random_walk(base, t, step, gen),
         "linear_interpolation": linear_interpolation(base, targets, t),
         "loudness_walk": loudness_walk(base, loud, step / max(mean_loud, 1e-3), gen),
-    }
+    })
     return out, step
+
+
+@torch.no_grad()
+def reaction_times(bundle: Bundle, clips: EvalClips, base: torch.Tensor, methods: dict[str, SoundMethod],
+                   judges: "Judges", pairs: int, substeps: int, psi: float, batch: int) -> dict[str, Any]:
+    """Per sound method: the time after a switch from clip A's sound to clip B's until the full judge
+    names B's class and keeps naming it (:func:`training.judge_report.reaction_time`)."""
+    from training.judge_report import reaction_time, summarize_reactions, switch_pairs
+
+    assert bundle.generator is not None
+    G = bundle.generator
+    chosen = switch_pairs(clips.labels, pairs)
+    if not chosen:
+        return {}
+    t = clips.audio.shape[1]
+    audio = torch.stack([torch.cat([clips.audio[i], clips.audio[j]]) for i, j in chosen]).to(base.device)
+    bases = torch.stack([base[i] for i, _ in chosen])
+    step_s = bundle.info.segment_seconds / substeps
+    switch_step = t * substeps  # live step whose window is the first segment of B ends at t*substeps + substeps
+    out: dict[str, Any] = {}
+    for name, fn in methods.items():
+        all_steps, _ = fn(audio, bases)  # [P, N, L, C]
+        # steps after the switch: window j (j >= 1) ends j/substeps segments after B's start
+        after = all_steps[:, switch_step - substeps + 1: switch_step - substeps + 1 + t * substeps]
+        frames = render_sequences(G.synthesis, after, G.mapping.w_avg, psi, batch=batch).cpu()
+        pred = judges.full.classify(frames.flatten(0, 1)).view(frames.shape[0], frames.shape[1])
+        times = [reaction_time(pred[k].tolist(), int(clips.labels[j]), step_s) for k, (_, j) in enumerate(chosen)]
+        out[name] = summarize_reactions(times)
+        out[name]["times_s"] = times
+    return out
+
+
+@torch.no_grad()
+def loudness_ratios(clips: EvalClips, base: torch.Tensor, methods: dict[str, SoundMethod],
+                    quiet: float = 0.1) -> dict[str, float | None]:
+    """Per sound method: mean latent motion per live step with the audio at ``quiet`` of its amplitude
+    over the motion at full scale (Sound2Scene: louder sound, bigger change; target <= 0.5)."""
+    audio = clips.audio.to(base.device)
+    out: dict[str, float | None] = {}
+    for name, fn in methods.items():
+        loud = mean_step_motion(fn(audio, base)[0])
+        soft = mean_step_motion(fn(audio * quiet, base)[0])
+        out[name] = soft / loud if loud > 0 else None
+    return out
 
 
 @torch.no_grad()
@@ -267,6 +353,67 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100 * v:.0f}%"
+
+
+def judge_markdown(report: dict[str, Any]) -> list[str]:
+    """The independent judge's tables: named right per class and method (full / structure only),
+    the generator's ceiling, reaction time and loudness ratio."""
+    judge = report.get("judge")
+    methods = report["methods"]
+    lines: list[str] = []
+    if judge:
+        held = judge["held_out_real"]
+        lines += ["", "## Independent judge (classifiers trained on real frames only)", "",
+                  "Two small CNNs trained on the data's real train-split frames, never on generated frames and "
+                  "not through the bundle's CLIP: **full** sees the frame, **structure** sees it without its "
+                  "colour layout (grey, the mean of each cell of an 8 x 8 grid removed). Frames after the first "
+                  f"second of each clip, {report.get('base_seeds', 1)} base seeds. Real frames the judges never saw: "
+                  f"their data's val split, full {_pct(held['full']['mean'])} / structure "
+                  f"{_pct(held['structure']['mean'])}; the evaluated clips, full "
+                  f"{_pct(judge['evaluated_clips_real']['full']['mean'])} / structure "
+                  f"{_pct(judge['evaluated_clips_real']['structure']['mean'])}.", "",
+                  "| method | full: mean | full: worst class | structure: mean | structure: worst class |",
+                  "|---|---|---|---|---|"]
+        for name, mm in methods.items():
+            j = mm.get("judge")
+            if j:
+                lines.append(f"| {METHOD_TITLES.get(name, name)} | {_pct(j['full']['mean'])} | {_pct(j['full']['min'])} "
+                             f"| {_pct(j['structure']['mean'])} | {_pct(j['structure']['min'])} |")
+        ceiling = judge["generator_ceiling"]
+        lines += ["", "### Named right per class (full / structure only)", "",
+                  "| class | " + " | ".join(METHOD_TITLES.get(n, n) for n in methods)
+                  + " | generator samples: share named so (full) | ... structure agrees |",
+                  "|---|" + "---|" * (len(methods) + 2)]
+        for label in report["labels"]:
+            cells = []
+            for mm in methods.values():
+                j = mm.get("judge") or {}
+                f = (j.get("full") or {}).get("per_class", {}).get(label)
+                st = (j.get("structure") or {}).get("per_class", {}).get(label)
+                cells.append(f"{_pct(f)} / {_pct(st)}")
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_pct(ceiling['full_share'].get(label))} | "
+                         f"{_pct(ceiling['structure_agrees'].get(label))} |")
+        lines += ["", f"Generator's own samples ({ceiling['samples']} at psi {ceiling['truncation_psi']}): the structure "
+                  f"judge agrees with the full judge on {_pct(ceiling['structure_agrees_overall'])} of them."]
+        reaction = judge.get("reaction") or {}
+        if reaction:
+            lines += ["", "### Reaction time after a class switch (full judge names the new class for 3 steps)", "",
+                      "| method | pairs | reached | median | worst |", "|---|---|---|---|---|"]
+            for name, r in reaction.items():
+                med = r.get("median_s")
+                worst = r.get("worst_s")
+                lines.append(f"| {METHOD_TITLES.get(name, name)} | {r['pairs']} | {r['reached']} | "
+                             f"{'never' if med is None else f'{med:.2f} s'} | "
+                             f"{'never' if worst is None else f'{worst:.2f} s'} |")
+    ratios = report.get("loudness_ratio") or {}
+    if ratios:
+        lines += ["", "### Loudness: motion at 0.1 amplitude / motion at full scale (target <= 0.5)", ""]
+        lines += [f"- {METHOD_TITLES.get(n, n)}: {_fmt(v)}" for n, v in ratios.items()]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the Table 3a comparison, per-class consistency, F_a's top-1."""
     methods = report["methods"]
@@ -312,6 +459,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells = [_fmt(m["palette_distance"]["per_class"].get(label)) for m in methods.values()]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(real_b['per_class'][label])} | "
                          f"{_fmt(ours['brightness']['per_class'].get(label))} |")
+    lines += judge_markdown(report)
     a = report["audio_label_top1"]
     lines += ["", f"## F_a audio → label top-1: {_fmt(a['mean'])} (mean over classes)", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in a["per_class"].items()]
@@ -320,10 +468,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Generator class coverage (random samples by nearest label prompt)", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in cov.items()]
     if report.get("videos"):
-        lines += ["", "## Videos", "", "Columns: real | " + " | ".join(METHOD_TITLES[m] for m in METHODS), ""]
+        cols = report.get("video_columns") or ["real", *methods]
+        lines += ["", "## Videos", "", "Columns: " + " | ".join(METHOD_TITLES.get(c, c) for c in cols), ""]
         lines += [f"- [{v}]({v})" for v in report["videos"]]
     if report.get("contact_sheets"):
-        lines += ["", "## Contact sheets (ours)", "",
+        lines += ["", f"## Contact sheets ({METHOD_TITLES.get(report.get('contact_sheet_method', 'ours'), 'ours')})", "",
                   "Each row is one held-out clip: first a real frame of the clip (its middle segment), then "
                   "ours' frame of each segment as the sound goes on.", ""]
         lines += [f"- {k}: ![{k}]({v})" for k, v in report["contact_sheets"].items()]
@@ -338,7 +487,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Compute the report (and write every output); returns the report dict."""
     from training.distributed import resolve_device
 
-    for name in ("clips", "segments", "batch_size"):
+    for name in ("clips", "segments", "batch_size", "base_seeds"):
         if getattr(args, name) < 1:
             raise EvalError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not Path(args.data).exists():
@@ -350,34 +499,60 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise EvalError(f"{args.bundle}: the bundle records no class labels; semantic metrics need them")
     G, clip = bundle.generator, bundle.clip
     assert G is not None and clip is not None
-    clips = load_clips(Path(args.data), bundle, args.split, args.clips, args.segments, args.cache_dir)
+    one = load_clips(Path(args.data), bundle, args.split, args.clips, args.segments, args.cache_dir)
+    k = args.base_seeds
+    clips = EvalClips(audio=one.audio.repeat(k, 1, 1), frames=one.frames.repeat(k, 1, 1, 1, 1),
+                      labels=one.labels.repeat(k), captions=one.captions * k, indices=one.indices * k)
     n, t = clips.audio.shape[:2]
+    m = len(one.indices)
+    seeds = [args.seed + (i % m) + 1000 * (i // m) for i in range(n)]
     rate = args.model_rate or info.model_rate
     substeps = substeps_per_segment(info.segment_seconds, rate)
-    base = random_bases(G.mapping, [args.seed + i for i in range(n)], G.z_dim, device)  # [N, L, C]
-    latents, step = method_latents(bundle, clips, base, substeps, args.seed, args.batch_size)
+    base = random_bases(G.mapping, seeds, G.z_dim, device)  # [N, L, C]
+    atlas = None
+    if args.atlas_samples > 0 and bundle.audio_encoder is not None:
+        from model.atlas import AtlasSettings, atlas_for
+
+        atlas = atlas_for(G, clip, Path(args.bundle), AtlasSettings(samples=args.atlas_samples,
+                                                                     truncation_psi=args.truncation_psi))
+    methods = sound_methods(bundle, substeps, atlas, args.batch_size)
+    latents, step = method_latents(bundle, clips, base, methods, args.seed)
+
+    judges = None
+    if not args.no_judge:
+        from training.judge_report import ensure_judges
+
+        judge_data = Path(args.judge_data or args.data)
+        judge_dir = args.judge_dir or (judge_data if judge_data.is_dir() else judge_data.parent) / "judges"
+        judges = ensure_judges(judge_data, info.labels, judge_dir, steps=args.judge_steps, cache_dir=args.cache_dir)
 
     with torch.no_grad():
         class_emb = class_text_embeddings(clip, info.labels).float()  # [K, D]: mean over prompt templates
         audio_emb = audio_embeddings(bundle, clips.audio.to(device), args.batch_size)  # [N, T, D]
-        real_emb = embed_images(clip, clips.frames.to(device), args.batch_size)  # [N, T, D]
+        real_emb = embed_images(clip, one.frames.to(device), args.batch_size)  # [M, T, D]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames: dict[str, torch.Tensor] = {}
     results: dict[str, MethodMetrics] = {}
-    for name in METHODS:
+    for name in latents:
         with torch.no_grad():
             imgs = render_sequences(G.synthesis, latents[name], G.mapping.w_avg, args.truncation_psi,
                                     batch=args.batch_size).cpu()  # [N, T, 3, H, W]
             emb = embed_images(clip, imgs.to(device), args.batch_size)
         frames[name] = imgs
-        m = method_metrics(emb, audio_emb, class_emb, clips.labels, info.labels, mean_step_motion(latents[name]))
-        m.extra.update(_kid(real_emb.flatten(0, 1), emb.flatten(0, 1), args.kid_subsets))
-        m.extra["palette_distance"] = palette_per_class(imgs, clips.frames, clips.labels, info.labels)
-        m.extra["brightness"] = brightness_per_class(imgs, clips.labels, info.labels)
-        results[name] = m
-        log.info("%s: audio-video %.4f, text-video %.4f, semantic %.4f", name, m.audio_video, m.text_video,
-                 m.semantic.mean)
+        mm = method_metrics(emb, audio_emb, class_emb, clips.labels, info.labels, mean_step_motion(latents[name]))
+        mm.extra.update(_kid(real_emb.flatten(0, 1), emb.flatten(0, 1), args.kid_subsets))
+        mm.extra["palette_distance"] = palette_per_class(imgs, clips.frames, clips.labels, info.labels)
+        mm.extra["brightness"] = brightness_per_class(imgs, clips.labels, info.labels)
+        if judges is not None:
+            from training.judge_report import method_scores
+
+            mm.extra["judge"] = method_scores(judges, imgs, clips.labels, info.labels, info.segment_seconds)
+        results[name] = mm
+        log.info("%s: audio-video %.4f, text-video %.4f, semantic %.4f%s", name, mm.audio_video, mm.text_video,
+                 mm.semantic.mean, "" if judges is None else
+                 f", judge full {mm.extra['judge']['full']['mean']:.3f} structure "
+                 f"{mm.extra['judge']['structure']['mean']:.3f}")
     a_top1 = audio_label_top1(audio_emb, class_emb, clips.labels, info.labels)
 
     coverage = None
@@ -390,20 +565,43 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                       seed=args.seed, truncation_psi=args.truncation_psi)
         except ImportError:  # pragma: no cover
             coverage = None
+    judge_part: dict[str, Any] | None = None
+    if judges is not None:
+        from training.judge_report import generator_ceiling
+
+        from training.judge import accuracy_per_class, mean_or_nan
+
+        last = one.frames[:, -1]  # the real frame at each evaluated clip's last segment
+        judge_part = {
+            "data": str(judge_data),
+            "held_out_real": {f: {"mean": mean_or_nan(v), "per_class": v} for f, v in judges.held_out.items()},
+            "evaluated_clips_real": {f: {"mean": mean_or_nan(v), "per_class": v} for f, v in (
+                (form, accuracy_per_class(j.classify(last), one.labels, info.labels))
+                for form, j in judges.forms().items())},
+            "generator_ceiling": generator_ceiling(G, judges, info.labels, max(args.coverage_samples, 64),
+                                                   args.truncation_psi, args.seed, args.batch_size),
+            "reaction": reaction_times(bundle, clips, base, methods, judges, args.switch_pairs, substeps,
+                                       args.truncation_psi, args.batch_size) if args.switch_pairs > 0 else {},
+        }
+    loud_ratio = loudness_ratios(clips, base, methods)
 
     videos = []
     for i in range(min(args.mp4_clips, n)):
-        cols = [clips.frames[i]] + [frames[m][i] for m in METHODS]
+        cols = [clips.frames[i]] + [frames[name][i] for name in frames]
         path = write_mp4_grid(out_dir / f"grid_{i:02d}.mp4", cols, clips.audio[i], info.mel.sample_rate,
                               info.segment_seconds, args.mp4_size)
         videos.append(path.name)
-    sheets = write_contact_sheets(out_dir, frames["ours"], clips.labels, info.labels, real=clips.frames)
+    shown = "atlas" if "atlas" in frames else "ours" if "ours" in frames else next(iter(frames))
+    first = slice(0, m)  # the first base seed's rows: one row per held-out clip
+    sheets = write_contact_sheets(out_dir, frames[shown][first], clips.labels[first], info.labels,
+                                  real=clips.frames[first])
 
     report = {
         "bundle": str(args.bundle),
         "data": str(args.data),
         "split": args.split,
-        "clips": n,
+        "clips": m,
+        "base_seeds": k,
         "segments": t,
         "segment_seconds": info.segment_seconds,
         "model_rate": rate,
@@ -413,14 +611,19 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "walk_step": step,
         "labels": list(info.labels),
         "trained_parts": dict(info.trained),
-        "clip_indices": clips.indices,
-        "clip_labels": [info.labels[int(c)] if int(c) < len(info.labels) else str(int(c)) for c in clips.labels],
-        "methods": {name: m.to_json() for name, m in results.items()},
+        "atlas_samples": len(atlas) if atlas is not None else 0,
+        "clip_indices": one.indices,
+        "clip_labels": [info.labels[int(c)] if int(c) < len(info.labels) else str(int(c)) for c in one.labels],
+        "methods": {name: mm.to_json() for name, mm in results.items()},
         "audio_label_top1": a_top1.to_json(),
-        "real_brightness": brightness_per_class(clips.frames, clips.labels, info.labels),
+        "real_brightness": brightness_per_class(one.frames, one.labels, info.labels),
         "generator_class_coverage": coverage,
+        "judge": judge_part,
+        "loudness_ratio": loud_ratio,
         "videos": videos,
+        "video_columns": ["real", *frames],
         "contact_sheets": sheets,
+        "contact_sheet_method": shown,
     }
     report = _finite_or_none(report)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")

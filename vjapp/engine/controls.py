@@ -387,6 +387,10 @@ class Controls(_Validated):
     semantic_reach: float = _ctl(
         1.0, FloatSpec(0.1, 1.0, "how far the sound's meaning may pull the picture from its seed (1 = all the way)")
     )
+    scene: float = _ctl(
+        1.0, FloatSpec(0.0, 1.0, "how far the sound's scene (pictures the generator draws, picked from its atlas "
+                                 "by what the sound means) takes the picture at full loudness (0 = off)")
+    )
     source_weights: tuple[float, float] = _ctl(
         (1.0, 0.0), VectorSpec(2, 0.0, 1.0, "mix weight of each sound source")
     )

@@ -11,7 +11,13 @@ the predictor's state and an offset from the base latent between steps:
     o'    *= (1 − leak)                                    the scene returns home in silence
     o      = s_g · o + (1 − s_g) · o'                       s_g = 1 − (1 − smoothing)(1 − group_smoothing_g)
     level  ← envelope of scene_loudness^reactivity         (fast attack, slower release; -60..-30 dBFS -> 0..1)
-    W+     = mix(truncate(base + level · o))               loudness sets how far the picture goes
+    W+     = mix(truncate(base + level · o + S))           loudness sets how far the picture goes
+
+and, when the bundle has F_a and the generator has a latent atlas (:mod:`vjapp.engine.scene`),
+the scene term ``S = level · scene_control · group_gain · (scene − base)``: F_a's CLIP-space
+embedding of the newest segment picks atlas latents the generator draws well, the scene glides
+toward them, and the picture goes there as far as the sound is loud. A bundle whose generator has
+no E_a/predictor of its shape (an imported one) plays with the scene term alone (o stays 0).
 
 Loudness scales the *distance* from the base latent, not only the speed of the step: with a
 leak and a bounded offset the recurrence settles at the same place whatever its rate, so a
@@ -26,7 +32,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
+from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
 
 import torch
 from torch import nn
@@ -35,7 +41,11 @@ from model.audio_features import LogMel, rms_loudness
 from vjapp.engine.controls import Controls, GroupGains, GroupSmoothing
 from vjapp.engine.frames import synchronize
 from vjapp.engine.latents import db_to_unit, group_masks, truncate
+from vjapp.engine.scene import SceneDynamics, scene_step, shown_scene_offset
 from vjapp.engine.stats import EngineStats
+
+if TYPE_CHECKING:
+    from model.atlas import AtlasSteering
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +68,23 @@ class PipelineConfig:
 
 @dataclass
 class Heard:
-    """What one model step heard: E_a's offset and the loudness of the (mixed) window."""
+    """What one model step heard: E_a's offset, F_a's embedding and the loudness of the (mixed) window."""
 
-    delta: torch.Tensor  # [1, num_ws, w_dim]
+    delta: torch.Tensor  # [1, num_ws, w_dim] (zeros without E_a)
     loudness_db: float  # RMS dBFS (-inf for silence or no source)
     mel: torch.Tensor | None  # [n_mels, T] 0..1, for the scope
+    embedding: torch.Tensor | None = None  # [1, D] F_a of the newest segment (None without a scene layer)
+
+
+@dataclass
+class SceneLayer:
+    """The atlas scene's parts: F_a, the steering over the generator's atlas, its dynamics and how
+    much of the newest audio F_a hears (the segment length it was trained on)."""
+
+    audio_encoder: nn.Module
+    steering: "AtlasSteering"
+    dynamics: SceneDynamics
+    segment_seconds: float
 
 
 @dataclass
@@ -80,13 +102,15 @@ class SoundToLatent:
     def __init__(
         self,
         logmel: LogMel,
-        inversion: nn.Module,
-        predictor: nn.Module,
+        inversion: nn.Module | None,
+        predictor: nn.Module | None,
         w_avg: torch.Tensor,
         groups: Sequence[tuple[int, int]],
         device: torch.device,
         config: PipelineConfig | None = None,
         stats: EngineStats | None = None,
+        scene: SceneLayer | None = None,
+        num_ws: int | None = None,
     ) -> None:
         self.config = config or PipelineConfig()
         self.device = device
@@ -94,20 +118,33 @@ class SoundToLatent:
         # CUDA and MPS run asynchronously: synchronize at stage ends so the stage timings are true.
         self._sync = (lambda: synchronize(device)) if device.type in ("cuda", "mps") else None
         self.logmel = logmel.to(device).eval()
-        self.inversion = inversion.to(device).eval()
-        self.predictor = predictor.to(device).eval()
-        self.num_ws: int = int(predictor.num_ws)
-        self.w_dim: int = int(predictor.w_dim)
-        if tuple(w_avg.shape) != (self.w_dim,):
-            raise ValueError(f"w_avg must be [{self.w_dim}], got {tuple(w_avg.shape)}")
+        if (inversion is None) != (predictor is None):
+            raise ValueError("E_a and the predictor come together (both or neither)")
+        self.inversion = inversion.to(device).eval() if inversion is not None else None
+        self.predictor = predictor.to(device).eval() if predictor is not None else None
+        if self.predictor is not None:
+            self.num_ws = int(self.predictor.num_ws)
+        elif num_ws is not None:
+            self.num_ws = int(num_ws)
+        else:
+            raise ValueError("without a predictor, num_ws must be given")
+        self.w_dim = int(w_avg.shape[-1])
+        if self.predictor is not None and int(self.predictor.w_dim) != self.w_dim:
+            raise ValueError(f"w_avg must be [{self.predictor.w_dim}], got {tuple(w_avg.shape)}")
         self.w_avg = w_avg.to(device)
         self.groups = tuple(tuple(g) for g in groups)
         if len(self.groups) != 3:
             raise ValueError(f"expected coarse, mid and fine layer groups, got {self.groups}")
         self.masks = group_masks(self.groups, self.num_ws, device)  # [3, num_ws, 1]
         self.window_samples = int(round(self.config.window_seconds * self.logmel.config.sample_rate))
-        self.state = self.predictor.init_state(1, device)
+        self.scene_layer = scene
+        if scene is not None:
+            scene.audio_encoder.to(device).eval()
+            scene.steering.atlas = scene.steering.atlas.to(device)
+            self.segment_samples = int(round(scene.segment_seconds * self.logmel.config.sample_rate))
+        self.state = self.predictor.init_state(1, device) if self.predictor is not None else None
         self.offset = torch.zeros(1, self.num_ws, self.w_dim, device=device)  # o, [1, L, C]
+        self.scene: torch.Tensor | None = None  # [1, C] the scene w (set from the base at the first step)
         self.level = 0.0  # loudness envelope that scales how far the offset is shown
 
     @property
@@ -116,8 +153,10 @@ class SoundToLatent:
         return int(self.logmel.config.sample_rate)
 
     def reset(self) -> None:
-        self.state.zero_()
+        if self.state is not None:
+            self.state.zero_()
         self.offset.zero_()
+        self.scene = None
         self.level = 0.0
 
     def _per_layer(self, groups: GroupGains | GroupSmoothing) -> torch.Tensor:
@@ -141,33 +180,48 @@ class SoundToLatent:
 
     @torch.no_grad()
     def hear(self, windows: Sequence[torch.Tensor], weights: Sequence[float]) -> Heard:
-        """Mel and E_a of one window per source, mixed by ``weights`` (Sound2Scene: offsets add)."""
+        """Mel, E_a and F_a of one window per source, mixed by ``weights`` (Sound2Scene: offsets add)."""
         active = [(w, x) for w, x in zip(weights, windows) if w > 0.0]
         if not active:
             return Heard(torch.zeros_like(self.offset), float("-inf"), None)
         batch = torch.stack([self._fit(x) for _, x in active])  # [S, N]
+        wts = torch.tensor([w for w, _ in active], device=self.device).view(-1, 1, 1)
         with self._stage("mel"):
             mels = self.logmel(batch)  # [S, n_mels, T]
-        with self._stage("encoder"):
-            deltas = self.inversion(mels)  # [S, L, C]
-        wts = torch.tensor([w for w, _ in active], device=self.device).view(-1, 1, 1)
-        delta = (deltas * wts).sum(0, keepdim=True)  # [1, L, C]
-        loud_db = float(rms_loudness((batch * wts.view(-1, 1)).sum(0), db=True))
-        return Heard(delta, loud_db, (mels * wts).sum(0) / wts.sum())
+        delta = torch.zeros_like(self.offset)
+        if self.inversion is not None:
+            with self._stage("encoder"):
+                delta = (self.inversion(mels) * wts).sum(0, keepdim=True)  # [1, L, C]
+        mixed = (batch * wts.view(-1, 1)).sum(0)  # [N]
+        loud_db = float(rms_loudness(mixed, db=True))
+        return Heard(delta, loud_db, (mels * wts).sum(0) / wts.sum(), self._embed(mixed[None])[0:1]
+                     if self.scene_layer is not None else None)
 
     @torch.no_grad()
     def hear_many(self, windows: torch.Tensor, weight: float = 1.0) -> list[Heard]:
         """:meth:`hear` for many windows of one source at once ``[K, window_samples]`` (offline
-        render: E_a has no state, so the windows of a whole stretch of a file batch together)."""
+        render: E_a and F_a have no state, so the windows of a whole stretch of a file batch together)."""
         if weight <= 0.0:
             return [Heard(torch.zeros_like(self.offset), float("-inf"), None) for _ in range(windows.shape[0])]
         batch = windows.to(self.device, torch.float32) * weight  # [K, N]
         with self._stage("mel"):
             mels = self.logmel(batch)  # [K, n_mels, T]
-        with self._stage("encoder"):
-            deltas = self.inversion(mels)  # [K, L, C]
+        if self.inversion is not None:
+            with self._stage("encoder"):
+                deltas = self.inversion(mels)  # [K, L, C]
+        else:
+            deltas = torch.zeros(batch.shape[0], self.num_ws, self.w_dim, device=self.device)
+        emb = self._embed(batch) if self.scene_layer is not None else None
         loud = rms_loudness(batch, db=True)  # [K]
-        return [Heard(deltas[k: k + 1], float(loud[k]), mels[k]) for k in range(batch.shape[0])]
+        return [Heard(deltas[k: k + 1], float(loud[k]), mels[k], None if emb is None else emb[k: k + 1])
+                for k in range(batch.shape[0])]
+
+    def _embed(self, windows: torch.Tensor) -> torch.Tensor:
+        """F_a of the newest segment of each window ``[K, N]`` → ``[K, D]``."""
+        assert self.scene_layer is not None
+        with self._stage("scene"):
+            seg = windows[:, -self.segment_samples:]
+            return self.scene_layer.audio_encoder(self.logmel(seg)).float()
 
     @torch.no_grad()
     def advance(self, heard: Heard, base: torch.Tensor, controls: Controls,
@@ -181,15 +235,18 @@ class SoundToLatent:
             target_level = 0.0  # silence or no source: nothing to react to
         before = self.offset * self.level  # what was shown
 
-        w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
-        with self._stage("recurrent"):
-            w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
-        rate = controls.gain * target_level**0.5  # silence (level 0): the model's state holds still
-        change = (w_pred - w_prev) * (rate * self._per_layer(controls.group_gains))  # [1, L, C]
-        new_offset = (self.offset + change) * (1.0 - self.config.leak)
-        new_offset = _clamp_rows(new_offset, self.config.max_offset * controls.semantic_reach)
-        s = self._smoothing_mask(controls)  # [1, L, 1]
-        self.offset.mul_(s).add_(new_offset * (1.0 - s))
+        if self.predictor is not None:
+            w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
+            with self._stage("recurrent"):
+                w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
+            rate = controls.gain * target_level**0.5  # silence (level 0): the model's state holds still
+            change = (w_pred - w_prev) * (rate * self._per_layer(controls.group_gains))  # [1, L, C]
+            new_offset = (self.offset + change) * (1.0 - self.config.leak)
+            new_offset = _clamp_rows(new_offset, self.config.max_offset * controls.semantic_reach)
+            s = self._smoothing_mask(controls)  # [1, L, 1]
+            self.offset.mul_(s).add_(new_offset * (1.0 - s))
+        if self.scene_layer is not None:
+            self._glide_scene(heard, base, target_level)
         a = self.config.level_attack if target_level > self.level else self.config.level_release
         self.level = a * self.level + (1.0 - a) * target_level
         if not bool(torch.isfinite(self.offset).all()):
@@ -199,10 +256,32 @@ class SoundToLatent:
         ws = self.compose(base, controls, mix)
         return StepResult(ws=ws, loudness=loud, loudness_db=heard.loudness_db, motion=motion, mel=heard.mel)
 
+    def _glide_scene(self, heard: Heard, base: torch.Tensor, target_level: float) -> None:
+        """Move the scene toward the atlas target of what was heard (held in silence)."""
+        assert self.scene_layer is not None
+        if self.scene is None:
+            self.scene = base[:1].clone()  # [1, C]: start at the base picture
+        if heard.embedding is None or target_level <= 0.0:
+            return
+        with self._stage("scene"):
+            target = self.scene_layer.steering.target(heard.embedding, base[:1])  # [1, C]
+        self.scene = scene_step(self.scene, target.to(self.scene), self.scene_layer.dynamics.glide)
+
+    def scene_offset(self, base: torch.Tensor, controls: Controls) -> torch.Tensor | None:
+        """The shown scene term ``[L, C]`` (None without a scene layer or before the first step)."""
+        if self.scene_layer is None or self.scene is None or controls.scene <= 0.0:
+            return None
+        amount = torch.tensor(self.level * controls.scene * self.scene_layer.dynamics.strength, device=self.device)
+        return shown_scene_offset(base, self.scene[0], amount, self._per_layer(controls.group_gains)[0])
+
     def compose(self, base: torch.Tensor, controls: Controls,
                 mix: Sequence[torch.Tensor | None] = (None, None, None)) -> torch.Tensor:
-        """``truncate(base + offset)`` with the coarse/mid/fine groups mixed toward ``mix``."""
-        ws = truncate(base + self.level * self.offset[0], self.w_avg, controls.truncation_psi)  # [L, C]
+        """``truncate(base + offset + scene)`` with the coarse/mid/fine groups mixed toward ``mix``."""
+        shown = base + self.level * self.offset[0]
+        scene = self.scene_offset(base, controls)
+        if scene is not None:
+            shown = shown + scene
+        ws = truncate(shown, self.w_avg, controls.truncation_psi)  # [L, C]
         slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
         for i, (slot, other) in enumerate(zip(slots, mix)):
             if other is None or slot.source_kind == "none" or slot.strength <= 0.0:

@@ -19,16 +19,16 @@ sampled ``w`` along it), from the newest audio, not behind the model's interpola
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from model.latent_cache import module_hash, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,7 @@ class LatentDirections:
 
 def mapping_hash(mapping: torch.nn.Module) -> str:
     """A stable hash of the mapping network's weights (and w_avg): the cache key of its directions."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(mapping.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return module_hash([mapping])
 
 
 @torch.no_grad()
@@ -94,32 +90,15 @@ def principal_directions(
     return LatentDirections(dirs.float(), std.float(), key)
 
 
-def _cache_dirs(bundle_root: Path | None) -> list[Path]:
-    out = []
-    if bundle_root is not None:
-        out.append(Path(bundle_root) / "cache")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    out.append(Path(base) / "vjapp")
-    return out
-
-
 def directions_for(generator: torch.nn.Module, bundle_root: Path | None = None) -> LatentDirections:
     """The generator's principal directions: from the cache when its hash matches, else computed
     (about a second) and cached beside the bundle (or in the user cache when that is read-only)."""
-    from safetensors.torch import load_file, save_file
-
     mapping = generator.mapping  # type: ignore[attr-defined]
     key = mapping_hash(mapping)
     name = f"directions-{key}.safetensors"
-    folders = _cache_dirs(bundle_root)
-    for folder in folders:
-        path = folder / name
-        if path.is_file():
-            try:
-                data = load_file(str(path))
-                return LatentDirections(data["directions"], data["std"], key)
-            except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
-                log.warning("ignoring unreadable direction cache %s: %s", path, exc)
+    hit = read_cache(name, bundle_root)
+    if hit is not None and {"directions", "std"} <= set(hit[0]):
+        return LatentDirections(hit[0]["directions"], hit[0]["std"], key)
     was_training = mapping.training
     mapping.eval()
     device = next(mapping.parameters()).device
@@ -128,16 +107,9 @@ def directions_for(generator: torch.nn.Module, bundle_root: Path | None = None) 
                                     int(generator.z_dim), key=key)  # type: ignore[attr-defined]
     finally:
         mapping.train(was_training)
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / (name + ".tmp")
-            save_file({"directions": dirs.directions.contiguous(), "std": dirs.std.contiguous()}, str(tmp))
-            os.replace(tmp, folder / name)
-            log.info("cached the generator's principal directions in %s", folder / name)
-            break
-        except OSError as exc:
-            log.info("cannot cache directions in %s (%s)", folder, exc)
+    path = write_cache(name, bundle_root, {"directions": dirs.directions, "std": dirs.std})
+    if path is not None:
+        log.info("cached the generator's principal directions in %s", path)
     return dirs
 
 

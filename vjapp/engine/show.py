@@ -15,13 +15,15 @@ import numpy as np
 import torch
 
 from model.audio_features import LogMel
+from model.atlas import AtlasSteering, LatentAtlas, atlas_for, cached_atlas
 from model.bundle import Bundle
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8
 from vjapp.engine.interp import LatentTimeline
 from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
-from vjapp.engine.pipeline import Heard, PipelineConfig, SoundToLatent, StepResult
+from vjapp.engine.pipeline import Heard, PipelineConfig, SceneLayer, SoundToLatent, StepResult
+from vjapp.engine.scene import SceneDynamics
 from vjapp.engine.pulses import LatentDirections, PulseEnvelopes, directions_for, pulse_offset
 from vjapp.engine.stats import EngineStats
 
@@ -42,6 +44,20 @@ def on_beat_weight(state: BeatState | None, offbeat: float) -> float:
     return 1.0 - x * (1.0 - offbeat)
 
 
+def scene_atlas(bundle: Bundle, build: bool = False) -> LatentAtlas | None:
+    """The generator's latent atlas for this bundle's CLIP: the cached one, else (``build``) built and
+    cached now; None when the bundle has no CLIP or F_a to use one, or none is cached and not ``build``."""
+    if bundle.generator is None or bundle.clip is None or bundle.audio_encoder is None:
+        return None
+    root = getattr(bundle, "root", None)
+    if build:
+        return atlas_for(bundle.generator, bundle.clip, root)
+    atlas = cached_atlas(bundle.generator, bundle.clip, root)
+    if atlas is None:
+        log.info("no latent atlas is cached for this generator: the sound's scene layer is off until one is built")
+    return atlas
+
+
 @dataclass
 class ShowConfig:
     """How the show runs (not what the performer plays with: that is :class:`Controls`)."""
@@ -51,6 +67,8 @@ class ShowConfig:
     prompt_candidates: int = 24  # latents tried per prompt
     prompt_batch: int = 2  # candidates per advance() call (live: one call between frames)
     interp: str = "cubic"  # W+ interpolation between model steps: "linear" or "cubic"
+    scene: SceneDynamics = SceneDynamics()  # how the atlas scene follows the sound
+    build_atlas: bool = False  # build the generator's atlas here when it is not cached (minutes on a CPU)
 
     def __post_init__(self) -> None:
         if self.pipeline is None:
@@ -61,7 +79,8 @@ class Show:
     """Models + latent state for one bundle; call from the engine thread only."""
 
     def __init__(self, bundle: Bundle, device: torch.device, dtype: torch.dtype,
-                 config: ShowConfig | None = None, stats: EngineStats | None = None) -> None:
+                 config: ShowConfig | None = None, stats: EngineStats | None = None,
+                 atlas: LatentAtlas | None = None) -> None:
         self.config = config or ShowConfig()
         self.bundle = bundle
         self.device = device
@@ -69,9 +88,15 @@ class Show:
         G = bundle.generator.to(device).eval()
         self.G = G
         self.renderer = FrameRenderer(G, device, dtype, native_size=bundle.info.display_size)
+        self.atlas = atlas if atlas is not None else scene_atlas(bundle, build=self.config.build_atlas)
+        scene = None
+        if self.atlas is not None and bundle.audio_encoder is not None:
+            scene = SceneLayer(bundle.audio_encoder, AtlasSteering(self.atlas), self.config.scene,
+                               bundle.info.segment_seconds)
         self.sound = SoundToLatent(
             LogMel(bundle.info.mel), bundle.sound_inversion, bundle.predictor,
             G.mapping.w_avg.detach(), bundle.info.layer_groups, device, self.config.pipeline, self.stats,
+            scene=scene, num_ws=G.num_ws,
         )
         self.num_ws, self.w_dim = G.num_ws, G.w_dim
         self.bank = LatentBank(lambda z: G.mapping(z, truncation_psi=1.0), G.z_dim, device)
