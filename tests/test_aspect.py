@@ -259,3 +259,18 @@ def test_default_generator_fast_path_agrees_when_widened(default_G: Generator, d
         # 2x its max bound in the square frame, and the widened frames stay within that
         assert mean <= BF16_REL_MAX / 5, errs
         assert worst <= 2 * BF16_REL_MAX, errs
+
+
+@pytest.mark.requires_cuda
+def test_widened_synthesis_on_cuda_matches_the_cpu() -> None:
+    G = tiny_generator(32, seed=5)
+    ws = G.mapping(torch.randn(2, 16)).detach()
+    Gc = tiny_generator(32, seed=5).cuda()
+    fast = prepare_for_inference(Gc, dtype=torch.float16)
+    with torch.no_grad():
+        for aspect in (16 / 9, 9 / 16):
+            ref = G.synthesis(ws, aspect=aspect)
+            assert (Gc.synthesis(ws.cuda(), aspect=aspect).cpu() - ref).abs().max() < 1e-3
+            out = fast.synthesis(ws.cuda(), aspect=aspect).cpu()
+            assert out.shape == ref.shape
+            assert float((out - ref).abs().mean()) <= 0.03 * float(ref.std())
