@@ -237,14 +237,26 @@ def mirror_indices(n: int, pad: int) -> torch.Tensor:
     return torch.where(i < n, i, period - i)
 
 
+def edge_indices(n: int, pad: int) -> torch.Tensor:
+    """Indices ``[n + 2 * pad]`` that extend ``0..n-1`` by repeating the edge (``0 0 | 0 1 2 3 | 3 3``)."""
+    return torch.arange(-pad, n + pad).clamp(0, n - 1)
+
+
 def widen_const(const: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
-    """The learned constant ``[C, h, w]`` mirrored outwards by ``pad = (rows, columns)`` cells per
-    side: values continue across the old border (no seam) and the new area is a reflection, not a
-    tiled copy. ``[C, h + 2 * rows, w + 2 * columns]``; differentiable in ``const``."""
+    """The learned constant ``[C, h, w]`` extended by ``pad = (rows, columns)`` cells per side, so
+    that values continue across the old border (no seam) and nothing is a tiled copy:
+
+    * sideways it is mirrored outwards (:func:`mirror_indices`): the picture goes on left and
+      right with the horizon at about the same height;
+    * upwards and downwards its top and bottom rows continue (:func:`edge_indices`): what is at the
+      top (a sky) goes on above, what is at the bottom (ground, water) below. Mirroring rows put a
+      second, upside-down horizon into portrait frames of the default generator.
+
+    ``[C, h + 2 * rows, w + 2 * columns]``; differentiable in ``const``."""
     py, px = pad
     if py == 0 and px == 0:
         return const
-    rows = mirror_indices(const.shape[-2], py).to(const.device)
+    rows = edge_indices(const.shape[-2], py).to(const.device)
     cols = mirror_indices(const.shape[-1], px).to(const.device)
     return const.index_select(-2, rows).index_select(-1, cols)
 
@@ -501,7 +513,7 @@ class SynthesisBlock(nn.Module):
         const_pad: tuple[int, int] = (0, 0),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # ws: [N, num_conv + 1, w_dim]; x: [N, in, h/2, w/2] or None; img: [N, C, h/2, w/2] or None;
-        # const_pad: cells mirrored onto each side of the constant (first block only; see widen_const)
+        # const_pad: cells added to each side of the constant (first block only; see widen_const)
         if self.in_channels == 0:
             x = widen_const(self.const, const_pad).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)  # [N, O, 4+, 4+]
             x = self.conv1(x, ws[:, 0], noise_mode)

@@ -18,8 +18,10 @@ from model.stylegan2 import (
     StyleGAN2Config,
     aspect_shape,
     const_padding,
+    edge_indices,
     load_generator,
     mirror_indices,
+    widen_const,
     prepare_for_inference,
 )
 
@@ -78,6 +80,16 @@ def test_mirror_indices_reflect_without_repeating_the_edge() -> None:
     assert mirror_indices(4, 2).tolist() == [2, 1, 0, 1, 2, 3, 2, 1]
     assert mirror_indices(4, 0).tolist() == [0, 1, 2, 3]
     assert mirror_indices(4, 5).tolist() == [1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert edge_indices(4, 2).tolist() == [0, 0, 0, 1, 2, 3, 3, 3]
+
+
+def test_widened_constant_keeps_the_square_in_the_middle() -> None:
+    const = torch.randn(5, 4, 4)
+    wide = widen_const(const, (1, 2))
+    assert wide.shape == (5, 6, 8)
+    assert torch.equal(wide[:, 1:5, 2:6], const)
+    assert torch.equal(wide[:, 1:5, 0], const[:, :, 2]) and torch.equal(wide[:, 1:5, 7], const[:, :, 1])  # mirrored
+    assert torch.equal(wide[:, 0, 2:6], const[:, 0]) and torch.equal(wide[:, 5, 2:6], const[:, 3])  # edge rows go on
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, 5.0, float("nan"), float("inf"), "16:9", True, None])
@@ -166,6 +178,11 @@ def test_widened_noise_keeps_the_square_noise_in_the_middle_and_is_fresh_outside
 # ------------------------------------------------------------------------------------ the picture
 
 
+def _landscape(img: torch.Tensor) -> torch.Tensor:
+    """A portrait frame turned on its side (rows become columns), so the extensions lie left and right."""
+    return img.transpose(-1, -2) if img.shape[-2] > img.shape[-1] else img
+
+
 def _edge_diffs(img: torch.Tensor, square: int) -> tuple[list[float], torch.Tensor]:
     """Mean |column j+1 - column j| at the two borders of the middle square, and for all columns."""
     d = (img[..., 1:] - img[..., :-1]).abs().mean(dim=(0, 1, 2))  # [W - 1]
@@ -173,12 +190,12 @@ def _edge_diffs(img: torch.Tensor, square: int) -> tuple[list[float], torch.Tens
     return [float(d[left - 1]), float(d[left + square - 1])], d[2:-2]
 
 
-@pytest.mark.parametrize("name", ["16:9", "4:3"])
+@pytest.mark.parametrize("name", ["16:9", "4:3", "9:16"])
 def test_no_seam_where_the_square_ends(default_G: Generator, default_ws: torch.Tensor, name: str) -> None:
     R = default_G.img_resolution
     with torch.no_grad():
-        img = default_G.synthesis(default_ws, aspect=ASPECTS[name])
-        square = default_G.synthesis(default_ws)
+        img = _landscape(default_G.synthesis(default_ws, aspect=ASPECTS[name]))
+        square = _landscape(default_G.synthesis(default_ws))
     seams, all_cols = _edge_diffs(img, R)
     typical = float(torch.quantile(all_cols, 0.9))
     assert max(seams) <= typical, (seams, typical)
@@ -204,11 +221,13 @@ def _copy_scores(img: torch.Tensor, square: int) -> tuple[float, float]:
     return period, best
 
 
+@pytest.mark.parametrize("name", ["16:9", "9:16"])
 def test_extensions_are_not_copies_of_the_middle(default_G: Generator, default_ws: torch.Tensor,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                                 monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     R = default_G.img_resolution
+    aspect = ASPECTS[name]
     with torch.no_grad():
-        period, best = _copy_scores(default_G.synthesis(default_ws, aspect=16 / 9), R)
+        period, best = _copy_scores(_landscape(default_G.synthesis(default_ws, aspect=aspect)), R)
     assert period < 0.3 and best < 0.6, (period, best)
 
     # the measure does see tiling: a circularly repeated constant copies the middle into the sides
@@ -219,7 +238,7 @@ def test_extensions_are_not_copies_of_the_middle(default_G: Generator, default_w
 
     monkeypatch.setattr(sg, "widen_const", tiled)
     with torch.no_grad():
-        period_tiled, _ = _copy_scores(default_G.synthesis(default_ws, aspect=16 / 9), R)
+        period_tiled, _ = _copy_scores(_landscape(default_G.synthesis(default_ws, aspect=aspect)), R)
     assert period_tiled > 0.5 and period_tiled > period + 0.3, (period_tiled, period)
 
 
