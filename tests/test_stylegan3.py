@@ -352,3 +352,58 @@ def test_config_is_validated() -> None:
         StyleGAN3Config(resolution=31)
     with pytest.raises(ValueError, match="use_radial_filters"):
         StyleGAN3Config(use_radial_filters=1)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# The engine and `vjapp render` with a StyleGAN3 bundle
+
+
+def stylegan3_bundle_dir(tmp_path: Path) -> Path:
+    """The tiny test bundle's audio models and CLIP (W+ 8 x 64) driving a StyleGAN3 generator."""
+    from model.audio_features import MelConfig
+    from model.bundle import random_bundle, save_bundle
+
+    bundle = random_bundle(
+        resolution=32, channel_max=32, w_dim=64, mapping_layers=2, encoder_channels=(8, 16, 16, 16),
+        hidden_dim=32, mel=MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=32),
+        model_rate=10.0, segment_seconds=0.5,
+    )
+    torch.manual_seed(0)
+    G = Generator(StyleGAN3Config(z_dim=64, w_dim=64, resolution=32, num_layers=6, channel_base=256, channel_max=32))
+    assert (G.num_ws, G.w_dim) == (bundle.info.num_ws, bundle.info.w_dim)
+    bundle.generator = G.eval()
+    return save_bundle(tmp_path / "sg3-bundle", bundle)
+
+
+def test_render_cli_and_camera_with_a_stylegan3_bundle(tmp_path: Path, capsys) -> None:
+    import soundfile as sf
+
+    from model.bundle import load_bundle
+    from vjapp.engine.controls import Camera, Controls, set_path
+    from vjapp.engine.show import Show
+    from vjapp.output.mp4 import probe_mp4
+
+    root = stylegan3_bundle_dir(tmp_path)
+    sr = 16000
+    t = np.arange(sr) / sr
+    sf.write(tmp_path / "in.wav", (0.5 * np.sin(2 * np.pi * 220 * t) * (t > 0.4)).astype(np.float32), sr)
+    out = tmp_path / "out.mp4"
+    rc = main(["render", str(tmp_path / "in.wav"), "-o", str(out), "--bundle", str(root), "--fps", "10",
+               "--quiet", "--dtype", "bf16"])
+    assert rc == 0, capsys.readouterr().err
+    info = probe_mp4(out)
+    assert info["error"] is None and (info["video"]["width"], info["video"]["height"]) == (32, 32)
+    assert info["video"]["frames"] == 10
+
+    bundle = load_bundle(root)
+    assert isinstance(bundle.generator, Generator)
+    show = Show(bundle, torch.device("cpu"), torch.bfloat16)
+    ws = bundle.generator.mapping(z_batch(1, seed=3).repeat(1, 4), truncation_psi=PSI).detach()
+    show.apply(Controls(), 0.0, immediate=True)
+    still = show.renderer.images(ws)
+    moved = set_path(Controls(camera=Camera(x=0.25)), "camera.rotate", 30.0)  # as OSC /vjapp/camera/rotate does
+    show.apply(moved, 0.0, immediate=True)
+    turned = show.renderer.images(ws)
+    assert float((turned - still).abs().max()) > 0.1 * float(still.std())
+    expected = bundle.generator.synthesis(ws, camera=camera_matrix((0.25, 0.0), 30.0))
+    assert_images_close(expected, turned)

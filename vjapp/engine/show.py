@@ -106,6 +106,7 @@ class Show:
         self.controls = controls
         self._psi = controls.truncation_psi
         self.renderer.set_size(controls.size)
+        self.renderer.set_camera(controls.camera.x, controls.camera.y, controls.camera.rotate)
         self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate, fade_s)
         slots: tuple[MixSlot, ...] = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
         self._mix = [self._resolve_slot(s) for s in slots]
