@@ -240,31 +240,49 @@ def lowpass_filter(n_taps: int, cutoff: float, width: float, fs: float, radial: 
     return torch.as_tensor(f / f.sum(), dtype=torch.float32)
 
 
+def _fir_along(x: torch.Tensor, k: torch.Tensor, dim: int, up: int, down: int, pad: tuple[int, int]) -> torch.Tensor:
+    """1-D ``upfirdn`` along ``dim`` (3 = x, 2 = y) of [N, C, H, W], with an already flipped filter
+    ``k`` for correlation. Up-sampling runs polyphase (a strided transposed convolution: no
+    multiplications by inserted zeros); down-sampling is a strided convolution."""
+    c, taps = x.shape[1], k.numel()
+    shape = (1, taps) if dim == 3 else (taps, 1)
+    if up > 1:
+        # Full convolution of the zero-stuffed signal: y[m] = sum_j x[j] f[m - j * up], m < (L-1)*up + taps.
+        f = k.flip(0).reshape(1, 1, *shape).expand(c, 1, *shape)
+        y = F.conv_transpose2d(x, f, stride=(1, up) if dim == 3 else (up, 1), groups=c)
+        # NVIDIA's padded valid output i is full-convolution sample i + taps - 1 - pad0.
+        length = x.shape[dim] * up + pad[0] + pad[1] - taps + 1
+        first = taps - 1 - pad[0]
+        lo, hi = -first, first + length - y.shape[dim]  # pad (> 0) or crop (< 0) at each end
+        y = F.pad(y, [lo, hi, 0, 0] if dim == 3 else [0, 0, lo, hi])
+        return y[:, :, :, ::down] if down > 1 and dim == 3 else y[:, :, ::down] if down > 1 else y
+    x = F.pad(x, [pad[0], pad[1], 0, 0] if dim == 3 else [0, 0, pad[0], pad[1]])
+    stride = (1, down) if dim == 3 else (down, 1)
+    return F.conv2d(x, k.reshape(1, 1, *shape).expand(c, 1, *shape), groups=c, stride=stride)
+
+
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
               padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
     """Up-sample (zero insertion), pad/crop ``(x0, x1, y0, y1)``, convolve with ``f``, down-sample.
 
     x: [N, C, H, W]; f: None (identity), [k] (separable, along x then y) or [k, k].
     """
+    x0, x1, y0, y1 = padding
+    if f is not None and f.ndim == 1:
+        k = (f.to(x.dtype) * math.sqrt(gain)).flip(0)  # convolution, not correlation
+        x = _fir_along(x, k, 3, up, down, (x0, x1))
+        return _fir_along(x, k, 2, up, down, (y0, y1))
     n, c, h, w = x.shape
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x0, x1, y0, y1 = padding
-    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
-    x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+    x = F.pad(x, [x0, x1, y0, y1])  # negative pads crop
     if f is None:
         if gain != 1:
             x = x * gain
         return x[:, :, ::down, ::down] if down > 1 else x
-    f = f.to(x.dtype).flip(list(range(f.ndim)))  # convolution, not correlation
-    if f.ndim == 1:
-        k = f * math.sqrt(gain)
-        x = F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, k.numel()), groups=c, stride=(1, down))
-        x = F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, k.numel(), 1), groups=c, stride=(down, 1))
-        return x
-    k = (f * gain)[None, None].expand(c, 1, *f.shape)
+    k = (f.to(x.dtype) * gain).flip([0, 1])[None, None].expand(c, 1, *f.shape)
     return F.conv2d(x, k, groups=c, stride=down)
 
 
@@ -273,11 +291,10 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | 
                    clamp: float | None) -> torch.Tensor:
     """Bias, FIR up-sampling, leaky ReLU with gain and clamp, FIR down-sampling (NVIDIA's reference op)."""
     x = x + b.reshape(1, -1, 1, 1)
-    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up * up)
+    # lrelu(x) * gain == lrelu(x * gain) for gain > 0: the gain rides on the up-sampling filter.
+    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up * up * gain)
     if slope != 1:
         x = F.leaky_relu(x, slope)
-    if gain != 1:
-        x = x * gain
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return upfirdn2d(x, fd, down=down)

@@ -147,6 +147,26 @@ def test_filters_we_design_equal_nvidias() -> None:
     assert odd is not None and bool(torch.isfinite(odd).all()) and abs(float(odd.sum()) - 1) < 1e-6
 
 
+@pytest.mark.parametrize("up, down", [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)])
+def test_upfirdn2d_matches_nvidias_reference(up: int, down: int) -> None:
+    """Our polyphase up-sampling / strided down-sampling FIR equals NVIDIA's zero-stuffing reference,
+    for separable and 2-D filters and for pads that crop (negative) as well as pad."""
+    from model.stylegan3 import upfirdn2d
+
+    gen = torch.Generator().manual_seed(up * 10 + down)
+    x = torch.randn(2, 3, 9, 11, generator=gen)
+    for taps in (1, 4, 12):
+        for pad in ((0, 0, 0, 0), (5, 6, 3, 4), (-2, 3, 4, -1), (9, -7, 1, 1)):
+            for f in (torch.rand(taps, generator=gen), torch.rand(taps, taps, generator=gen), None):
+                try:
+                    expected = ref3.upfirdn2d(x, f, up=up, down=down, padding=list(pad), gain=up * up)
+                except RuntimeError:
+                    continue  # the filter is longer than the padded signal
+                got = upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up * up)
+                assert got.shape == expected.shape, (taps, pad)
+                assert float((got - expected).abs().max()) <= 1e-6 * max(1.0, float(expected.abs().max())), (taps, pad)
+
+
 def test_layer_geometry_matches_nvidia() -> None:
     ref = reference("t")
     config = StyleGAN3Config(z_dim=Z_DIM, w_dim=W_DIM, resolution=32, num_layers=6, **CONFIGS["t"])
