@@ -427,3 +427,21 @@ def test_render_cli_and_camera_with_a_stylegan3_bundle(tmp_path: Path, capsys) -
     assert float((turned - still).abs().max()) > 0.1 * float(still.std())
     expected = bundle.generator.synthesis(ws, camera=camera_matrix((0.25, 0.0), 30.0))
     assert_images_close(expected, turned)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(conv_kernel="3"), "conv_kernel must be an integer"),
+        (dict(first_cutoff=True), "first_cutoff must be a number"),
+        (dict(mapping_kwargs=dict(num_layers=2, layer_features=8)), r"mapping_kwargs\.layer_features"),
+        (dict(synthesis_kwargs=dict(channel_base=256)), "takes its synthesis arguments flat"),
+        (dict(num_critical=9), "num_critical"),
+        (dict(img_resolution=15), "resolution must be even"),
+        (dict(mapping_kwargs=dict(w_avg_beta=None)), "w_avg"),
+    ],
+)
+def test_unsupported_stylegan3_kwargs_are_refused(change, message) -> None:
+    ref = reference("t", resolution=16)
+    with pytest.raises(UnsupportedCheckpoint, match=message):
+        generator_from_nvidia({**ref.init_kwargs, **change}, ref.state_dict())
