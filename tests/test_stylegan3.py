@@ -445,3 +445,19 @@ def test_unsupported_stylegan3_kwargs_are_refused(change, message) -> None:
     ref = reference("t", resolution=16)
     with pytest.raises(UnsupportedCheckpoint, match=message):
         generator_from_nvidia({**ref.init_kwargs, **change}, ref.state_dict())
+
+
+def test_camera_moves_land_on_the_beat_when_quantised() -> None:
+    from vjapp.audio.rhythm import TapTempo
+    from vjapp.engine.controls import Controls, set_path
+    from vjapp.engine.quantize import ChangeQuantizer
+
+    tap = TapTempo()
+    for t in (0.0, 0.5, 1.0):
+        tap.tap(t)
+    q = ChangeQuantizer()
+    shown = set_path(Controls(), "rhythm.quantize", "beat")
+    applied = q.submit(shown, set_path(shown, "camera.x", 0.5), 1.1, tap.beat_at(1.1))
+    assert applied.camera.x == 0.0 and q.due(1.3) is None
+    landed = q.due(1.5)
+    assert landed is not None and landed.camera.x == 0.5
