@@ -120,16 +120,26 @@ def test_converted_pickle_draws_the_reference_images(cfg: str, tmp_path: Path, c
         assert_images_close(expected[1:], G.synthesis(ws_ref[1:], noise_mode="const"))
 
 
-def test_nvidia_default_geometry_with_fourteen_layers() -> None:
-    """NVIDIA's default layer progression (14 layers, margin 10) at a small resolution, imported directly."""
+@pytest.mark.parametrize("extra", [{}, dict(conv_kernel=1, use_radial_filters=True, num_fp16_res=0, conv_clamp=None)])
+def test_nvidia_default_geometry_with_fourteen_layers(extra) -> None:
+    """NVIDIA's default layer progression (14 layers, margin 10) at a small resolution, imported
+    directly; config t, and config r as ``--fp32`` writes it (no clamp)."""
     torch.manual_seed(0)
     ref = ref3.randomize_(ref3.Generator(z_dim=Z_DIM, c_dim=0, w_dim=W_DIM, img_resolution=16, img_channels=3,
-                                         channel_base=128, channel_max=16, magnitude_ema_beta=0.99), 3).eval()
+                                         channel_base=128, channel_max=16, magnitude_ema_beta=0.99, **extra), 3).eval()
+    if not extra:
+        with torch.no_grad():  # (x + 300) * sqrt(2) > 256: the clamp acts on two channels of one layer
+            getattr(ref.synthesis, ref.synthesis.layer_names[3]).bias[:2] += 300
     G = generator_from_nvidia(ref.init_kwargs, ref.state_dict(), class_name="training.networks_stylegan3.Generator")
     assert G.synthesis.layer_names == ref.synthesis.layer_names and G.num_ws == 16
+    assert G.config.conv_clamp == (None if extra else 256.0)
     z = z_batch(1)
     with torch.no_grad():
-        assert_images_close(ref(z, None, PSI), G(z, PSI))
+        expected = ref(z, None, PSI)
+        assert_images_close(expected, G(z, PSI))
+        if not extra:  # negative control: without the clamp the picture differs, so it was exercised
+            unclamped = generator_from_nvidia({**ref.init_kwargs, "conv_clamp": None}, ref.state_dict())
+            assert float((unclamped(z, PSI) - expected).abs().max()) > 10 * TOL
 
 
 def test_filters_we_design_equal_nvidias() -> None:
