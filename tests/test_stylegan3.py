@@ -424,6 +424,11 @@ def test_render_cli_and_camera_with_a_stylegan3_bundle(tmp_path: Path, capsys) -
     info = probe_mp4(out)
     assert info["error"] is None and (info["video"]["width"], info["video"]["height"]) == (32, 32)
     assert info["video"]["frames"] == 10
+    # Widescreen through the app's aspect control: StyleGAN3 widens its grids.
+    assert main(["render", str(tmp_path / "in.wav"), "-o", str(out), "--bundle", str(root), "--fps", "5",
+                 "--quiet", "--aspect", "16:9", "--size", "64"]) == 0, capsys.readouterr().err
+    video = probe_mp4(out)["video"]
+    assert (video["width"], video["height"], video["frames"]) == (114, 64, 5)
 
     bundle = load_bundle(root)
     assert isinstance(bundle.generator, Generator)
