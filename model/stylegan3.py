@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.formats import load_network, save_network
-from model.stylegan2 import FullyConnectedLayer, MappingNetwork, check_noise_mode, check_ws
+from model.stylegan2 import FullyConnectedLayer, MappingNetwork, aspect_shape, check_noise_mode, check_ws
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ KIND = "stylegan3"
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
-MAX_ASPECT = 4.0  # widest (and, as 1/MAX_ASPECT, tallest) picture synthesis draws
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,13 +319,10 @@ def camera_matrix(translate: Sequence[float] = (0.0, 0.0), rotate: float = 0.0) 
 
 def frame_size(resolution: int, aspect: float) -> tuple[int, int]:
     """``(width, height)`` of a picture of ``aspect`` = width / height: the short side is the
-    resolution, the long side rounded to an even number of pixels."""
-    if isinstance(aspect, bool) or not isinstance(aspect, (int, float)) or not math.isfinite(aspect) \
-            or not 1 / MAX_ASPECT <= aspect <= MAX_ASPECT:
-        raise ValueError(f"aspect must be a number in [{1 / MAX_ASPECT:g}, {MAX_ASPECT:g}] (width / height), got {aspect!r}")
-    if aspect >= 1:
-        return resolution + 2 * round((resolution * aspect - resolution) / 2), resolution
-    return resolution, resolution + 2 * round((resolution / aspect - resolution) / 2)
+    resolution, the long side rounded to an even number of pixels (as StyleGAN2's
+    :func:`model.stylegan2.aspect_shape`, which also checks ``aspect``)."""
+    height, width = aspect_shape(resolution, aspect)
+    return width, height
 
 
 # ----------------------------------------------------------------------------------------------
