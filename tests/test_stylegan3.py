@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("scipy")  # the reference designs its filters with scipy, as NVIDIA's code does
+import scipy  # noqa: E402,F401 - the reference designs its filters with scipy, as NVIDIA's code does (a dev dependency)
 
 import reference_stylegan3 as ref3  # noqa: E402
 from model import stylegan2  # noqa: E402
