@@ -252,6 +252,16 @@ def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) 
     return ws, ws[:, seg_steps]
 
 
+def scene_and_sound_latents(sound: SoundModels, atlas: AtlasModels, audio: torch.Tensor,
+                            base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The live default with an atlas: the scene term plus E_a + predictor's offset on top (as
+    :class:`vjapp.engine.pipeline.SoundToLatent` composes them): ``base + level·o + scene term``."""
+    ours_all, ours_seg = ours_latents(sound, audio, base)
+    scene_all, scene_seg = atlas_latents(atlas, audio, base)
+    b = base.unsqueeze(1)
+    return ours_all + (scene_all - b), ours_seg + (scene_seg - b)
+
+
 def loudness_level(loudness: torch.Tensor, dynamics: LiveDynamics = LiveDynamics()) -> torch.Tensor:
     """The live loudness envelope ``[B, N]`` (attack/release on ``loudness^r``), as :func:`sound_rollout`'s level."""
     r = dynamics.loudness_reactivity
@@ -350,7 +360,7 @@ def random_bases(mapping: nn.Module, seeds: Sequence[int], z_dim: int, device: t
 
 
 __all__ = [
-    "METHODS", "AtlasModels", "LiveDynamics", "atlas_latents", "loudness_level", "SoundModels", "SequenceShapeError", "clamp_rows", "linear_interpolation",
+    "METHODS", "AtlasModels", "LiveDynamics", "atlas_latents", "loudness_level", "scene_and_sound_latents", "SoundModels", "SequenceShapeError", "clamp_rows", "linear_interpolation",
     "live_windows", "loudness_units", "loudness_walk", "mean_step_motion", "ours_latents", "random_bases",
     "random_walk", "render_sequences", "sound_rollout", "substeps_per_segment", "truncate_sequence",
 ]

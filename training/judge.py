@@ -49,7 +49,7 @@ class JudgeConfig:
     size: int = 64  # frames are resized to size x size
     widths: tuple[int, ...] = (32, 64, 128, 128)
     seed: int = 90_001  # its own seed: no training stage uses it
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
     data_key: str = ""  # hash of the training frames' clip list and split
@@ -172,7 +172,7 @@ def train_judge(frames: torch.Tensor, labels: torch.Tensor, config: JudgeConfig,
         opt.step()
         sched.step()
         if progress is not None and (step % 50 == 0 or step == config.steps - 1):
-            progress(step + 1, config.steps, float(loss))
+            progress(step + 1, config.steps, float(loss.detach()))
     judge.eval()
     log.info("trained the %s judge: %d steps on %d real frames in %.0f s", config.form, config.steps,
              x_all.shape[0], time.monotonic() - t0)

@@ -62,7 +62,7 @@ def _real_frames(data: Path, split: str, labels: Sequence[str], size: int,
     return frames, targets, [it.path for it in ds.items]
 
 
-def ensure_judges(data: Path, labels: Sequence[str], judge_dir: Path, steps: int = 1500,
+def ensure_judges(data: Path, labels: Sequence[str], judge_dir: Path, steps: int = 600,
                   cache_dir: Path | None = None, seed: int = 90_001, size: int = 64, batch_size: int = 64,
                   progress: Callable[[str, int, int, float], None] | None = None) -> Judges:
     """The two judges for ``data``: loaded from ``judge_dir`` when they match its train split and
