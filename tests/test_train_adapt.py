@@ -184,3 +184,20 @@ def test_bad_inputs_are_one_clear_error(tmp_path, generator_stem, synthscapes_ti
     assert "not the output of an earlier" in error(*args(out=str(tiny_bundle_dir.parent)))
     assert (tiny_bundle_dir / BUNDLE_FILE).is_file()
     assert not (tmp_path / "o" / BUNDLE_FILE).exists()
+
+
+def test_staged_bundle_loads_before_the_first_checkpoint(tmp_path, generator_stem, tiny_bundle_dir, capsys):
+    """Staging writes untrained E_a + predictor, so --out loads even when training never gets going."""
+    from model.bundle import load_bundle
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "adapted"
+    rc = adapt("--generator", str(generator_stem), "--data", str(empty), "--out", str(out),
+               "--from", str(tiny_bundle_dir), *TINY)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vjapp-train adapt: error:")]
+    assert rc == 1 and len(err) == 1 and "empty" in err[0]
+    b = load_bundle(out)
+    assert (b.info.num_ws, b.info.w_dim) == (10, 32)
+    assert not b.info.trained["sound_inversion"] and not b.info.trained["predictor"]
+    assert b.sound_inversion.config.channels == (8, 8, 8, 8) and b.predictor.config.hidden_dim == 16

@@ -204,7 +204,8 @@ def _out_state(out: Path) -> dict[str, Any] | None:
     return record if record.get("stage") == STAGE else {}
 
 
-def stage_bundle(out: Path, from_dir: Path, from_info: Any, source: GeneratorSource, restage: bool) -> None:
+def stage_bundle(out: Path, from_dir: Path, from_info: Any, source: GeneratorSource, restage: bool,
+                 args: argparse.Namespace) -> None:
     """Write generator + CLIP + F_a and the settings of ``--from`` into ``out`` (E_a/predictor left out)."""
     from model.formats import network_paths
     from model.latent_rnn import default_layer_groups
@@ -238,8 +239,32 @@ def stage_bundle(out: Path, from_dir: Path, from_info: Any, source: GeneratorSou
     write_part(out, "generator", G.cpu(), trained=source.trained,
                metadata={"stage": STAGE, "source": str(source.path), "source_kind": source.kind,
                          "source_sha256": source.sha256}, **settings)
+    _write_initial_parts(out, G, from_info.mel.n_mels, settings["layer_groups"], args)
     log.info("adapt: staged %s: generator %s (W+ %d x %d, %d px), CLIP and F_a from %s, layer groups %s",
              out, source.path, G.num_ws, G.w_dim, G.img_resolution, from_dir, settings["layer_groups"])
+
+
+def _write_initial_parts(out: Path, G: Any, n_mels: int, groups: Any, args: argparse.Namespace) -> None:
+    """E_a and the predictor as the training starts them (untrained), so ``out`` loads from the start.
+
+    The first checkpoint replaces them; the architecture options are the ones sound2video builds with.
+    """
+    import torch
+
+    from model.latent_rnn import LatentRNN, LatentRNNConfig
+    from model.sound_inversion import SoundInversionConfig, SoundInversionEncoder
+    from training.bundle_io import write_part
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(args.seed))
+        inversion = SoundInversionEncoder(SoundInversionConfig(
+            n_mels=n_mels, num_ws=G.num_ws, w_dim=G.w_dim, channels=tuple(args.encoder_channels),
+            head_hidden=args.head_hidden, groups=tuple(groups)))
+        predictor = LatentRNN(LatentRNNConfig(num_ws=G.num_ws, w_dim=G.w_dim, hidden_dim=args.rnn_hidden,
+                                              groups=tuple(groups), cell=args.cell))
+    meta = {"stage": STAGE, "step": 0, "steps": int(args.steps)}
+    write_part(out, "sound_inversion", inversion, trained=False, metadata=meta)
+    write_part(out, "predictor", predictor, trained=False, metadata=meta)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         raise AdaptError(f"--out {out} holds an adapt run for another generator ({record.get('source')}); "
                          f"choose a new --out, or pass --no-resume to start it over")
     if not (same and args.resume and has_ckpt):
-        stage_bundle(out, from_dir, from_info, source, restage=record is not None)
+        stage_bundle(out, from_dir, from_info, source, restage=record is not None, args=args)
     else:
         log.info("adapt: resuming in %s (run folder %s)", out, run_dir)
 
