@@ -201,3 +201,33 @@ def test_staged_bundle_loads_before_the_first_checkpoint(tmp_path, generator_ste
     assert (b.info.num_ws, b.info.w_dim) == (10, 32)
     assert not b.info.trained["sound_inversion"] and not b.info.trained["predictor"]
     assert b.sound_inversion.config.channels == (8, 8, 8, 8) and b.predictor.config.hidden_dim == 16
+
+
+def test_default_from_is_the_embedded_default_with_clip_and_fa():
+    from training.stages.adapt import check_from_bundle, default_from_bundle
+    from vjapp.bundles import DEFAULT_BUNDLE_DIR
+
+    assert default_from_bundle() == DEFAULT_BUNDLE_DIR
+    info = check_from_bundle(DEFAULT_BUNDLE_DIR)
+    assert info.labels and info.mel.n_mels > 0
+
+
+def test_out_of_another_generator_is_refused_unless_started_over(tmp_path, generator_stem, synthscapes_tiny,
+                                                                   tiny_bundle_dir, capsys):
+    """A bundle directory works as --generator; an --out trained for another generator is not mixed up."""
+    from model.bundle import load_bundle
+
+    out = tmp_path / "adapted"
+    base = ["--data", str(synthscapes_tiny), "--out", str(out), "--from", str(tiny_bundle_dir), *TINY]
+    assert adapt("--generator", str(generator_stem), *base, "--steps", "3") == 0
+    capsys.readouterr()
+    assert adapt("--generator", str(tiny_bundle_dir), *base) == 1
+    err = capsys.readouterr().err
+    assert "holds an adapt run for another generator" in err and "--no-resume" in err
+    assert load_bundle(out).info.num_ws == 10  # untouched
+    assert adapt("--generator", str(tiny_bundle_dir), *base, "--no-resume") == 0
+    b = load_bundle(out)
+    assert (b.info.num_ws, b.info.w_dim) == (8, 64) and b.info.trained["predictor"]
+    # the other generator's checkpoints are gone: a later resume cannot pick up its step 3
+    ckpts = sorted(p.name for p in (out / "runs" / "adapt" / "checkpoints").glob("*.json"))
+    assert ckpts == ["ckpt-00000001.json", "ckpt-00000002.json"]

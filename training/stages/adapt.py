@@ -306,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
         raise AdaptError(f"--out {out} holds an adapt run for another generator ({record.get('source')}); "
                          f"choose a new --out, or pass --no-resume to start it over")
     if not (same and args.resume and has_ckpt):
+        if record is not None:
+            _drop_checkpoints(run_dir / "checkpoints")
         stage_bundle(out, from_dir, from_info, source, restage=record is not None, args=args)
     else:
         log.info("adapt: resuming in %s (run folder %s)", out, run_dir)
@@ -318,6 +320,19 @@ def run(args: argparse.Namespace) -> int:
     ))
     log.info("adapt: bundle %s %s", out, "ready" if completed else "written (stopped early; rerun the command to go on)")
     return rc
+
+
+def _drop_checkpoints(ckpt_dir: Path) -> None:
+    """Starting over: the old run's checkpoints would otherwise be resumed from later (another W+ shape)."""
+    from training.checkpoint import list_checkpoints
+    from model.formats import network_paths
+
+    old = list_checkpoints(ckpt_dir)
+    for _, json_path in old:
+        for p in network_paths(json_path):
+            p.unlink(missing_ok=True)
+    if old:
+        log.info("adapt: starting over: removed %d checkpoint(s) of the earlier run in %s", len(old), ckpt_dir)
 
 
 def _completed(out: Path) -> bool:
