@@ -98,7 +98,7 @@ def _sha256(path: Path) -> str:
 
 def resolve_generator(src: Path, run_dir: Path) -> GeneratorSource:
     """Load (converting if needed) the generator at ``src``; conversions go to ``run_dir/generator``."""
-    from model.formats import CheckpointError, network_paths
+    from model.formats import network_paths
     from model.safe_pickle import detect_format
     from model.stylegan2 import load_generator
 
