@@ -140,7 +140,7 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
                "--judge-dir", str(tmp_path / "judges")])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["methods"]) == {"ours", "ea_only", "atlas", "random_walk", "linear_interpolation",
+    assert set(report["methods"]) == {"ours", "offsets", "both", "random_walk", "linear_interpolation",
                                       "loudness_walk"}
     assert report["clips"] == 6 and report["segments"] == 3 and report["base_seeds"] == 2
     assert report["atlas_samples"] == 24
@@ -155,9 +155,9 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
             assert set(m["judge"][form]["per_class"]) <= set(report["labels"])
     ceiling = judge["generator_ceiling"]
     assert sum(ceiling["full_share"].values()) == pytest.approx(1.0)
-    assert set(judge["reaction"]) == {"ours", "ea_only", "atlas"}
+    assert set(judge["reaction"]) == {"ours", "offsets", "both"}
     assert all(r["pairs"] == 2 for r in judge["reaction"].values())
-    assert set(report["loudness_ratio"]) == {"ours", "ea_only", "atlas"}
+    assert set(report["loudness_ratio"]) == {"ours", "offsets", "both"}
     for name, m in report["methods"].items():
         assert -1.0 <= m["audio_video_similarity"] <= 1.0, name
         assert -1.0 <= m["text_video_similarity"] <= 1.0, name
@@ -173,7 +173,7 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
         assert all(0.0 <= v <= 1.0 for v in m["brightness"]["per_class"].values()), name
     assert set(report["real_brightness"]["per_class"]) == present
     md = (out / "report.md").read_text()
-    assert "| ours (as live: atlas scene + E_a/predictor) |" in md and "| random walk |" in md and "loudness walk" in md
+    assert "| ours (as live: F_a → atlas scene) |" in md and "| random walk |" in md and "loudness walk" in md
     assert "Independent judge" in md and "Reaction time" in md and "structure agrees" in md
     assert "palette L1" in md and "brightness: real" in md
     sheets = sorted((out / "contact_sheets").glob("*.png"))

@@ -22,6 +22,7 @@ the step at the end of segment ``t`` reads exactly segment ``t``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -246,8 +247,10 @@ def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) 
         base_w = base[:, 0]  # [B, C]
         targets = torch.stack([models.steering.target(emb[:, j], base_w) for j in range(n)], dim=1)  # [B, N, C]
         scenes = scene_rollout(targets.to(base), base_w, models.scene.glide)  # [B, N, C]
-        level = loudness_level(loudness_units(windows, models.dynamics.level_quiet_db, models.dynamics.level_loud_db),
-                               models.dynamics)  # [B, N]
+        d = models.dynamics
+        scene_dyn = dataclasses.replace(d, loudness_reactivity=d.loudness_reactivity * models.scene.loudness_exponent)
+        # the scene's level: the live envelope of loudness^(r·k) (:class:`vjapp.engine.scene.SceneDynamics`)
+        level = loudness_level(loudness_units(windows, d.level_quiet_db, d.level_loud_db), scene_dyn)  # [B, N]
         ws = base.unsqueeze(1) + shown_scene_offset(base.unsqueeze(1), scenes, level * models.scene.strength)
     return ws, ws[:, seg_steps]
 

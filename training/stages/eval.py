@@ -69,9 +69,9 @@ log = logging.getLogger(__name__)
 
 STAGE = "eval"
 METHOD_TITLES = {
-    "ours": "ours (as live: atlas scene + E_a/predictor)",
-    "ea_only": "E_a + predictor alone (before the atlas)",
-    "atlas": "atlas scene alone (F_a → atlas)",
+    "ours": "ours (as live: F_a → atlas scene)",
+    "offsets": "E_a + predictor offsets (meaning 'offsets'; the previous default)",
+    "both": "scene + E_a offsets (meaning 'both')",
     "random_walk": "random walk",
     "linear_interpolation": "linear interpolation",
     "loudness_walk": "loudness walk",
@@ -193,15 +193,19 @@ def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", ba
     if atlas is not None and bundle.audio_encoder is not None:
         from model.atlas import AtlasSteering
 
-        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), AtlasSteering(atlas.to(device)), substeps, dyn,
-                              scene)
-    if models is not None and amodels is not None:
-        out["ours"] = batched(lambda a, b: scene_and_sound_latents(models, amodels, a, b))
-        out["ea_only"] = batched(lambda a, b: ours_latents(models, a, b))
+        from model.clip import class_text_embeddings
+
+        anchors = class_text_embeddings(bundle.clip, bundle.info.labels) if bundle.clip is not None else None
+        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), AtlasSteering(atlas.to(device), anchors=anchors),
+                              substeps, dyn, scene)
+    # "ours" is what the show plays with default controls (meaning "scene" when there is an atlas)
+    if amodels is not None:
+        out["ours"] = batched(lambda a, b: atlas_latents(amodels, a, b))
+        if models is not None:
+            out["offsets"] = batched(lambda a, b: ours_latents(models, a, b))
+            out["both"] = batched(lambda a, b: scene_and_sound_latents(models, amodels, a, b))
     elif models is not None:
         out["ours"] = batched(lambda a, b: ours_latents(models, a, b))
-    if amodels is not None:
-        out["atlas"] = batched(lambda a, b: atlas_latents(amodels, a, b))
     return out
 
 
@@ -615,7 +619,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         path = write_mp4_grid(out_dir / f"grid_{i:02d}.mp4", cols, clips.audio[i], info.mel.sample_rate,
                               info.segment_seconds, args.mp4_size)
         videos.append(path.name)
-    shown = "atlas" if "atlas" in frames else "ours" if "ours" in frames else next(iter(frames))
+    shown = "ours" if "ours" in frames else next(iter(frames))
     first = slice(0, m)  # the first base seed's rows: one row per held-out clip
     sheets = write_contact_sheets(out_dir, frames[shown][first], clips.labels[first], info.labels,
                                   real=clips.frames[first])

@@ -290,6 +290,7 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
 
 SOURCE_KINDS = ("none", "seed", "prompt")
 NOISE_MODES = ("const", "random", "none")
+MEANINGS = ("scene", "offsets", "both")
 ASPECTS = ("1:1", "16:9", "4:3", "9:16")  # width:height of the frames
 
 
@@ -429,6 +430,10 @@ class Controls(_Validated):
     semantic_reach: float = _ctl(
         1.0, FloatSpec(0.1, 1.0, "how far the sound's meaning may pull the picture from its seed (1 = all the way)")
     )
+    meaning: str = _ctl("scene", ChoiceSpec(
+        MEANINGS, "how the sound's meaning moves the picture: 'scene' = to pictures the generator draws well, "
+                  "picked from its latent atlas (needs F_a + CLIP; else the offsets); 'offsets' = E_a + predictor's "
+                  "free W+ offsets (the paper's); 'both'"))
     scene: float = _ctl(
         1.0, FloatSpec(0.0, 1.0, "how far the sound's scene (pictures the generator draws, picked from its atlas "
                                  "by what the sound means) takes the picture at full loudness (0 = off)")

@@ -17,6 +17,7 @@ import torch
 from model.audio_features import LogMel
 from model.atlas import AtlasSteering, LatentAtlas, atlas_for, cached_atlas
 from model.bundle import Bundle
+from model.clip import class_text_embeddings
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8
@@ -91,7 +92,8 @@ class Show:
         self.atlas = atlas if atlas is not None else scene_atlas(bundle, build=self.config.build_atlas)
         scene = None
         if self.atlas is not None and bundle.audio_encoder is not None:
-            scene = SceneLayer(bundle.audio_encoder, AtlasSteering(self.atlas), self.config.scene,
+            anchors = class_text_embeddings(bundle.clip, bundle.info.labels) if bundle.info.labels else None
+            scene = SceneLayer(bundle.audio_encoder, AtlasSteering(self.atlas, anchors=anchors), self.config.scene,
                                bundle.info.segment_seconds)
         self.sound = SoundToLatent(
             LogMel(bundle.info.mel), bundle.sound_inversion, bundle.predictor,
