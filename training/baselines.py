@@ -246,12 +246,15 @@ def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) 
         emb = models.audio_encoder(mels).float().view(b, n, -1)  # [B, N, D]
         base_w = base[:, 0]  # [B, C]
         targets = torch.stack([models.steering.target(emb[:, j], base_w) for j in range(n)], dim=1)  # [B, N, C]
-        scenes = scene_rollout(targets.to(base), base_w, models.scene.glide)  # [B, N, C]
-        d = models.dynamics
-        scene_dyn = dataclasses.replace(d, loudness_reactivity=d.loudness_reactivity * models.scene.loudness_exponent)
-        # the scene's level: the live envelope of loudness^(r·k) (:class:`vjapp.engine.scene.SceneDynamics`)
-        level = loudness_level(loudness_units(windows, d.level_quiet_db, d.level_loud_db), scene_dyn)  # [B, N]
-        ws = base.unsqueeze(1) + shown_scene_offset(base.unsqueeze(1), scenes, level * models.scene.strength)
+        d, sd = models.dynamics, models.scene
+        r = d.loudness_reactivity
+        loud = loudness_units(windows, d.level_quiet_db, d.level_loud_db)  # [B, N] the show's level scale
+        speed = sd.speed(loud ** r if r > 0 else (loud > 0).to(loud.dtype))  # [B, N] glide per step
+        scenes = scene_rollout(targets.to(base), base_w, speed.to(base))  # [B, N, C]
+        # the scene's level: its own scale and release (:class:`vjapp.engine.scene.SceneDynamics`)
+        scene_dyn = dataclasses.replace(d, level_release=sd.release)
+        level = loudness_level(loudness_units(windows, sd.quiet_db, sd.loud_db), scene_dyn)  # [B, N]
+        ws = base.unsqueeze(1) + shown_scene_offset(base.unsqueeze(1), scenes, level * sd.strength)
     return ws, ws[:, seg_steps]
 
 

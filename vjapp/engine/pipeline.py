@@ -248,10 +248,11 @@ class SoundToLatent:
             s = self._smoothing_mask(controls)  # [1, L, 1]
             self.offset.mul_(s).add_(new_offset * (1.0 - s))
         if self.scene_layer is not None:
-            self._glide_scene(heard, base, target_level)
-            k = self.scene_layer.dynamics.loudness_exponent  # the scene's own, steeper loudness curve
-            t_scene = target_level**k
-            a = self.config.level_attack if t_scene > self.scene_level else self.config.level_release
+            sd = self.scene_layer.dynamics
+            self._glide_scene(heard, base, float(sd.speed(target_level)))
+            t_scene = db_to_unit(heard.loudness_db, sd.quiet_db, sd.loud_db) if math.isfinite(heard.loudness_db) else 0.0
+            t_scene = t_scene**r if r > 0 else float(t_scene > 0)
+            a = self.config.level_attack if t_scene > self.scene_level else sd.release
             self.scene_level = a * self.scene_level + (1.0 - a) * t_scene
         a = self.config.level_attack if target_level > self.level else self.config.level_release
         self.level = a * self.level + (1.0 - a) * target_level
@@ -262,16 +263,16 @@ class SoundToLatent:
         ws = self.compose(base, controls, mix)
         return StepResult(ws=ws, loudness=loud, loudness_db=heard.loudness_db, motion=motion, mel=heard.mel)
 
-    def _glide_scene(self, heard: Heard, base: torch.Tensor, target_level: float) -> None:
-        """Move the scene toward the atlas target of what was heard (held in silence)."""
+    def _glide_scene(self, heard: Heard, base: torch.Tensor, glide: float) -> None:
+        """Move the scene ``glide`` of the way toward the atlas target of what was heard (held in silence)."""
         assert self.scene_layer is not None
         if self.scene is None:
             self.scene = base[:1].clone()  # [1, C]: start at the base picture
-        if heard.embedding is None or target_level <= 0.0:
+        if heard.embedding is None or glide <= 0.0:
             return
         with self._stage("scene"):
             target = self.scene_layer.steering.target(heard.embedding, base[:1])  # [1, C]
-        self.scene = scene_step(self.scene, target.to(self.scene), self.scene_layer.dynamics.glide)
+        self.scene = scene_step(self.scene, target.to(self.scene), glide)
 
     def uses_offsets(self, controls: Controls) -> bool:
         """E_a + predictor's offsets are played: the meaning control asks for them (or for both), or
