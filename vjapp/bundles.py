@@ -18,8 +18,8 @@ DEFAULT_BUNDLE_DIR = RESOURCES / "default"
 DEMO_AUDIO_DIR = RESOURCES / "demo"
 
 
-# What the show needs without text prompts: CLIP (and F_a, a training-time part) can stay on disk.
-SHOW_PARTS = ("generator", "sound_inversion", "predictor")
+# What the show needs: every part a bundle holds (F_a and CLIP serve the latent atlas; absent ones stay None).
+SHOW_PARTS = ("generator", "clip", "audio_encoder", "sound_inversion", "predictor")
 
 
 def stand_in_bundle() -> Bundle:

@@ -1,0 +1,120 @@
+"""Any generator plays: bundles without audio models of its shape, the atlas built in a child
+process and attached by the engine, prompts through the atlas, import in the app and in render."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reference_nvidia as nv
+from nvidia_pickle import dump_nvidia_pickle, snapshot
+
+from model.atlas import AtlasSettings, AtlasSteering, atlas_for
+from model.bundle import Bundle, load_bundle, read_bundle_info, save_bundle
+from vjapp.engine.controls import Controls
+from vjapp.engine.show import Show, ShowConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_ATLAS = 12
+
+
+def big_pickle(path: Path, seed: int = 0) -> Path:
+    """A 1024 px, 18-layer NVIDIA-layout StyleGAN2 at tiny channel widths (w_dim 32)."""
+    G = nv.Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=1024, img_channels=3,
+                     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=4096, channel_max=4))
+    G = nv.randomize_(G, seed).eval()
+    assert G.num_ws == 18
+    return dump_nvidia_pickle(path, snapshot(G, D=None, G_ema=G))
+
+
+def test_bundle_without_audio_models_round_trips(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    full = load_bundle(tiny_bundle_dir)
+    assert "parts" not in json.loads((tiny_bundle_dir / "bundle.json").read_text())  # old bundles unchanged
+    b = Bundle(full.info, full.generator, full.clip, full.audio_encoder)
+    root = save_bundle(tmp_path / "noaudio", b)
+    info = read_bundle_info(root)
+    assert info.parts == ("generator", "clip", "audio_encoder")
+    assert info.absent_parts == ("sound_inversion", "predictor")
+    assert not (root / "sound_inversion.safetensors").exists()
+    again = load_bundle(root, parts=("generator", "sound_inversion", "predictor"))
+    assert again.generator is not None and again.sound_inversion is None and again.predictor is None
+    only_g = save_bundle(tmp_path / "g", Bundle(full.info, full.generator))
+    assert load_bundle(only_g).clip is None
+
+
+def test_rhythm_only_without_clip_says_so(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    full = load_bundle(tiny_bundle_dir)
+    root = save_bundle(tmp_path / "g", Bundle(full.info, full.generator))
+    show = Show(load_bundle(root), torch.device("cpu"), torch.float32)
+    assert any(m.startswith("sound meaning off: this bundle has no CLIP") for m in show.messages)
+    show.apply(Controls(), 0.0, immediate=True)
+    show.model_step(0.0, [])
+    show.model_step(0.1, [])
+    show.listen([(1.0, 0.0, 0.0)] * 4, 0.01, 1.0)  # a kick
+    pulse = show.pulse()
+    assert pulse is not None and pulse.abs().sum() > 0
+    a = show.frame_at(0.1)
+    b = show.frame_at(0.1, pulse)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5  # the rhythm layer moves the picture
+
+
+def test_prompt_resolves_at_once_through_the_atlas(tiny_bundle_dir: Path) -> None:
+    bundle = load_bundle(tiny_bundle_dir)
+    atlas = atlas_for(bundle.generator, bundle.clip, None, AtlasSettings(samples=SMALL_ATLAS, batch=6))
+    show = Show(bundle, torch.device("cpu"), torch.float32, atlas=atlas)
+    assert show.search is not None and show.search.uses_atlas
+    hit = show.search.request("a volcano")
+    assert hit is not None  # no candidates rendered: resolved now
+    text = bundle.clip.encode_text(["a volcano"])
+    want = AtlasSteering(atlas).target(text)[0]
+    assert torch.allclose(hit.latent, want[None].expand(show.num_ws, -1), atol=1e-5)
+    other = show.search.request("underwater bubbles")
+    assert other is not None and not torch.allclose(other.latent, hit.latent)
+
+
+def test_atlas_build_child_process_reports_progress_and_errors(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    import shutil
+
+    root = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "b"))
+    out = subprocess.run([sys.executable, "-m", "vjapp.atlas_build", str(root), "--samples", "8"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert "progress 8 8" in lines and "done 8" in lines
+    assert list((root / "cache").glob("atlas-*.safetensors"))
+    bad = subprocess.run([sys.executable, "-m", "vjapp.atlas_build", str(tmp_path / "nope")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stdout.startswith("error: could not build the latent atlas")
+
+
+def test_render_imports_a_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import av
+    import soundfile as sf
+
+    from vjapp.cli import main
+
+    pkl = big_pickle(tmp_path / "big.pkl")
+    monkeypatch.setenv("VJAPP_IMPORT_DIR", str(tmp_path / "imp"))
+    sr = 22050
+    t = np.arange(int(2.0 * sr)) / sr
+    kicks = np.exp(-((t % 0.5) * 30.0)) * np.sin(2 * np.pi * 60 * t)  # a kick every half second
+    wav = tmp_path / "kick.wav"
+    sf.write(wav, (0.6 * kicks + 0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
+    out = tmp_path / "out.mp4"
+    rc = main(["render", str(wav), "-o", str(out), "--bundle", str(pkl), "--size", "64", "--fps", "10",
+               "--atlas-samples", str(SMALL_ATLAS), "--quiet", "--device", "cpu", "--dtype", "fp32"])
+    assert rc == 0 and out.is_file()
+    info = read_bundle_info(tmp_path / "imp" / "bundles" / "big")
+    assert (info.num_ws, info.w_dim, info.resolution) == (18, 32, 1024)
+    assert "sound_inversion" not in info.parts and "audio_encoder" in info.parts
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24").astype(np.float32) for f in c.decode(video=0)]
+    assert len(frames) == 20
+    diffs = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]
+    assert np.mean(diffs) > 0.5  # the imported generator moves with the sound
