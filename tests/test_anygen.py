@@ -118,3 +118,47 @@ def test_render_imports_a_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(frames) == 20
     diffs = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]
     assert np.mean(diffs) > 0.5  # the imported generator moves with the sound
+
+
+def _drop(widget, path: Path) -> None:
+    from PyQt6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PyQt6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    widget.dropEvent(event)
+
+
+def test_app_imports_a_dropped_pickle_and_attaches_its_atlas(make_app, qtbot, tmp_path: Path) -> None:
+    pkl = big_pickle(tmp_path / "big.pkl")
+    ctx = make_app(atlas_samples=SMALL_ATLAS, size=64)
+    first = ctx.engine
+    _drop(ctx.output, pkl)  # onto the output window
+    qtbot.waitUntil(lambda: ctx.engine is not first and ctx.bundle.info.num_ws == 18, timeout=120_000)
+    assert ctx.bundle.sound_inversion is None and ctx.bundle.predictor is None  # the tiny bundle's are 32 px shaped
+    qtbot.waitUntil(lambda: ctx.engine.frames.stamp > 0, timeout=60_000)  # plays at once (rhythm layer)
+    assert ctx.atlas_state == "building"
+    qtbot.waitUntil(lambda: ctx.atlas_state == "attached", timeout=180_000)
+    show = ctx.engine.show
+    assert show.sound.scene_layer is not None and len(show.atlas) == SMALL_ATLAS
+    assert list((ctx.bundle_path / "cache").glob("atlas-*.safetensors"))
+    # scene: different sound, different CLIP query, different target picture
+    s = show.sound
+    w1 = s.scene_layer.steering.target(torch.randn(1, ctx.bundle.clip.embed_dim))
+    w2 = s.scene_layer.steering.target(torch.randn(1, ctx.bundle.clip.embed_dim))
+    assert not torch.allclose(w1, w2)
+
+
+def test_app_corrupt_pickle_is_one_message_and_the_show_goes_on(make_app, qtbot, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.pkl"
+    bad.write_bytes(b"\x80\x04not a pickle at all")
+    ctx = make_app()
+    first = ctx.engine
+    _drop(ctx.window, bad)  # onto the control window
+    qtbot.waitUntil(lambda: ctx.window.convert_label.text().startswith("conversion failed"), timeout=60_000)
+    assert "broken.pkl" in ctx.window.convert_label.text()
+    assert ctx.engine is first and first.running
+    n = ctx.engine.frames.stamp
+    qtbot.waitUntil(lambda: ctx.engine.frames.stamp > n + 2, timeout=10_000)
