@@ -423,6 +423,8 @@ def save_bundle(path: str | Path, bundle: Bundle, clip_mode: str = "auto") -> Pa
     if bundle.generator is None:
         raise ValueError("save_bundle needs the generator")
     held = tuple(p for p in PARTS if getattr(bundle, p) is not None)
+    if ("sound_inversion" in held) != ("predictor" in held):
+        raise ValueError("save_bundle: E_a (sound_inversion) and the predictor come together (both or neither)")
     if clip_mode not in ("auto", "native", "reference"):
         raise ValueError(f"clip_mode must be 'auto', 'native' or 'reference', got {clip_mode!r}")
     check_consistency(bundle, "save_bundle")
