@@ -162,3 +162,39 @@ def test_app_corrupt_pickle_is_one_message_and_the_show_goes_on(make_app, qtbot,
     assert ctx.engine is first and first.running
     n = ctx.engine.frames.stamp
     qtbot.waitUntil(lambda: ctx.engine.frames.stamp > n + 2, timeout=10_000)
+
+
+def test_named_openclip_weights_serve_the_atlas_and_prompts(tmp_path: Path, tiny_bundle_dir: Path) -> None:
+    """--clip ARCH:PATH: real OpenCLIP weights from a local file; the playing F_a was trained for another
+    CLIP, so the sound's meaning is off (with the reason) and prompts steer through this CLIP's atlas."""
+    from safetensors.torch import save_file
+
+    from model.clip import load_clip
+    from model.stylegan2 import Generator, StyleGAN2Config
+    from vjapp.gui import clip_spec
+    from vjapp.imported import bundle_for_generator
+
+    torch.manual_seed(123)
+    theirs = load_clip("vjapp-tiny")
+    weights = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.clone() for k, v in theirs.model.state_dict().items()}, str(weights))
+    spec = clip_spec(f"vjapp-tiny:{weights}")
+    base = load_bundle(tiny_bundle_dir)
+    G = Generator(StyleGAN2Config(z_dim=16, w_dim=16, mapping_layers=1, mapping_hidden_dim=16, resolution=16,
+                                  channel_base=256, channel_max=16))
+    root = bundle_for_generator(G, base, tmp_path / "imp", "g.pkl", clip=spec)
+    info = read_bundle_info(root)
+    assert info.clip_source == {"kind": "openclip", "arch": "vjapp-tiny", "weights": str(weights.resolve())}
+    assert info.parts == ("generator", "clip")  # F_a of another CLIP's space is not carried over
+    bundle = load_bundle(root)
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.allclose(bundle.clip.encode_image(images), theirs.encode_image(images), atol=1e-6)
+    atlas = atlas_for(bundle.generator, bundle.clip, root, AtlasSettings(samples=SMALL_ATLAS, batch=6))
+    show = Show(bundle, torch.device("cpu"), torch.float32, ShowConfig(atlas=AtlasSettings(samples=SMALL_ATLAS)))
+    assert show.atlas is not None and show.atlas.key == atlas.key  # found in the cache beside the bundle
+    assert show.sound.scene_layer is None
+    assert any("sound meaning off" in m and "vjapp-train adapt" in m for m in show.messages)
+    hit = show.search.request("a waterfall")
+    assert hit is not None and hit.candidates == SMALL_ATLAS
+    with pytest.raises(Exception, match="ARCH:PATH"):
+        clip_spec("vjapp-tiny")
