@@ -198,3 +198,41 @@ def test_named_openclip_weights_serve_the_atlas_and_prompts(tmp_path: Path, tiny
     assert hit is not None and hit.candidates == SMALL_ATLAS
     with pytest.raises(Exception, match="ARCH:PATH"):
         clip_spec("vjapp-tiny")
+
+
+def test_sound_moves_a_generator_without_audio_models_through_the_scene(tmp_path: Path,
+                                                                         tiny_bundle_dir: Path) -> None:
+    full = load_bundle(tiny_bundle_dir)
+    root = save_bundle(tmp_path / "imp", Bundle(full.info, full.generator, full.clip, full.audio_encoder))
+    settings = AtlasSettings(samples=SMALL_ATLAS, batch=6)
+
+    def step(window: torch.Tensor | None) -> torch.Tensor:
+        show = Show(load_bundle(root), torch.device("cpu"), torch.float32, ShowConfig(atlas=settings))
+        assert show.sound.inversion is None and show.sound.scene_layer is not None
+        show.apply(Controls(), 0.0, immediate=True)
+        for i in range(6):
+            show.model_step(0.1 * i, [] if window is None else [window])
+        return show.timeline.sample(0.5)
+
+    atlas_for(full.generator, full.clip, root, settings)  # cached beside the bundle, as the child process does
+    sr = full.info.mel.sample_rate
+    n = int(sr * full.info.segment_seconds)
+    gen = torch.Generator().manual_seed(0)
+    noise = 0.5 * torch.randn(n, generator=gen)
+    tone = 0.5 * torch.sin(2 * torch.pi * 330 * torch.arange(n) / sr)
+    silent, a, b = step(None), step(noise), step(tone)
+    assert (a - silent).norm() > 1e-3 and (b - silent).norm() > 1e-3  # loud sound moves the scene
+    assert (a - b).norm() > 1e-4  # and what it sounds like decides where to
+
+
+def test_vjapp_bundle_pkl_converts_builds_and_plays(make_app, qtbot, tmp_path: Path) -> None:
+    G = nv.randomize_(nv.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                                   mapping_kwargs=dict(num_layers=2),
+                                   synthesis_kwargs=dict(channel_base=256, channel_max=16)), 5).eval()
+    pkl = dump_nvidia_pickle(tmp_path / "mine.pkl", snapshot(G, D=None, G_ema=G))
+    ctx = make_app(bundle=str(pkl), atlas_samples=8)
+    qtbot.waitUntil(lambda: ctx.bundle_path == tmp_path / "data" / "bundles" / "mine", timeout=60_000)
+    qtbot.waitUntil(lambda: ctx.atlas_state == "attached", timeout=60_000)
+    assert ctx.engine.show.sound.scene_layer is not None
+    n = ctx.engine.frames.stamp
+    qtbot.waitUntil(lambda: ctx.engine.frames.stamp > n + 2, timeout=10_000)
