@@ -236,3 +236,20 @@ def test_vjapp_bundle_pkl_converts_builds_and_plays(make_app, qtbot, tmp_path: P
     assert ctx.engine.show.sound.scene_layer is not None
     n = ctx.engine.frames.stamp
     qtbot.waitUntil(lambda: ctx.engine.frames.stamp > n + 2, timeout=10_000)
+
+
+def test_bench_imported_generator_at_several_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from vjapp.cli import main
+
+    pkl = big_pickle(tmp_path / "big.pkl", seed=1)
+    monkeypatch.setenv("VJAPP_IMPORT_DIR", str(tmp_path / "imp"))
+    rc = main(["bench", "--bundle", str(pkl), "--sizes", "64", "128", "--frames", "3", "--warmup", "1",
+               "--atlas-samples", str(SMALL_ATLAS), "--latency-bursts", "0", "--dtype", "fp32", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = json.loads(out)
+    assert [r["output_size"] for r in rows] == [64, 128]
+    for r in rows:
+        assert (r["num_ws"], r["resolution"], r["atlas"]) == (18, 1024, SMALL_ATLAS) and r["scene_on"]
+        assert {"scene", "rhythm", "synthesis"} <= set(r["stages_ms"]) and r["fps"] > 0
