@@ -21,8 +21,6 @@ bridge; OSC actions arrive on the OSC thread and are posted to the GUI thread by
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -68,14 +66,10 @@ log = logging.getLogger(__name__)
 LIBRARY_LOGGERS = ("vjapp", "model")
 LOGGERS_THAT_REPORT_THEMSELVES = ("vjapp.app", "vjapp.engine.engine")
 
-__all__ = ["AppContext", "build_app", "run", "parse_size", "parse_host_port", "demo_audio_path", "BundleMismatch"]
+__all__ = ["AppContext", "build_app", "run", "parse_size", "parse_host_port", "demo_audio_path"]
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 SILENCE_RATE = 22_050
-
-
-class BundleMismatch(ValueError):
-    """A converted generator whose W+ shape the current bundle's audio models cannot drive."""
 
 
 class _LoadFailed(Exception):
@@ -236,8 +230,6 @@ class AppContext:
         def build() -> tuple[Bundle, Path]:
             try:
                 target = self.combine_with_generator(stem)
-            except BundleMismatch as exc:
-                raise _LoadFailed(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - CheckpointError, OSError, ...
                 raise _LoadFailed(f"could not use the converted generator {stem}: {exc}") from exc
             try:

@@ -152,7 +152,6 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
 def prepare_bundle(spec: str | None, atlas_samples: int) -> str | None:
     """A bundle directory for ``spec``: itself, or (a .pkl/.pt, or ``random:RES``) an imported
     generator's bundle with CLIP/F_a of the default and its latent atlas built and cached."""
-    from pathlib import Path
 
     from model.atlas import AtlasSettings
     from model.bundle import load_bundle
