@@ -253,3 +253,20 @@ def test_bench_imported_generator_at_several_sizes(tmp_path: Path, monkeypatch: 
     for r in rows:
         assert (r["num_ws"], r["resolution"], r["atlas"]) == (18, 1024, SMALL_ATLAS) and r["scene_on"]
         assert {"scene", "rhythm", "synthesis"} <= set(r["stages_ms"]) and r["fps"] > 0
+
+
+def test_render_corrupt_pickle_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile as sf
+
+    from vjapp.cli import main
+
+    monkeypatch.setenv("VJAPP_IMPORT_DIR", str(tmp_path / "imp"))
+    bad = tmp_path / "broken.pkl"
+    bad.write_bytes(b"\x80\x04not a pickle at all")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(8000, dtype=np.float32), 16000)
+    rc = main(["render", str(wav), "-o", str(tmp_path / "o.mp4"), "--bundle", str(bad), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "broken.pkl" in err[0] and "no file written" in err[0]
+    assert not (tmp_path / "o.mp4").exists()
