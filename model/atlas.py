@@ -162,19 +162,28 @@ def cached_atlas(generator: torch.nn.Module, clip: torch.nn.Module, bundle_root:
 class SteeringSettings:
     """How a query picks and blends atlas entries."""
 
-    top_k: int = 8  # entries blended
-    temperature: float = 0.02  # softmax temperature over cosine similarity (smaller: sharper)
+    # defaults chosen with the eval's independent judge on held-out synthscapes clips (README)
+    top_k: int = 16  # entries blended
+    temperature: float = 0.05  # softmax temperature over the score (smaller: sharper)
     locality: float = 0.0  # prefer entries near the current base latent (in units of w's spread)
+    anchor: float = 2.0  # weight of the query's nearest class prompt in the score (0: the query alone)
 
 
 class AtlasSteering:
     """CLIP-space query → a target ``w`` blended from the nearest atlas entries."""
 
-    def __init__(self, atlas: LatentAtlas, settings: SteeringSettings | None = None) -> None:
+    def __init__(self, atlas: LatentAtlas, settings: SteeringSettings | None = None,
+                 anchors: torch.Tensor | None = None) -> None:
+        """``anchors``: unit CLIP text embeddings of the bundle's class prompts ``[K, D]`` (optional):
+        with ``settings.anchor > 0`` an entry also scores by its similarity to the prompt of the class
+        the query is nearest to, so what a sound *is* weighs beside the finer detail of how it sounds."""
         self.atlas = atlas
         self.settings = settings or SteeringSettings()
         w = atlas.w
         self.spread = float(w.std(0).norm()) or 1.0  # typical distance between two samples / sqrt(2)
+        self.anchors = None if anchors is None else F.normalize(anchors.float(), dim=-1).to(atlas.embeddings.device)
+        # each entry's similarity to each class prompt [N, K] (fixed per atlas)
+        self._entry_anchor = None if self.anchors is None else atlas.embeddings @ self.anchors.T
 
     @torch.no_grad()
     def weights(self, query: torch.Tensor, base_w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +192,10 @@ class AtlasSteering:
         sims = q @ self.atlas.embeddings.T  # [B, N]
         s = self.settings
         k = max(1, min(s.top_k, sims.shape[1]))
+        if s.anchor > 0.0 and self._entry_anchor is not None:
+            assert self.anchors is not None
+            nearest = (q @ self.anchors.T).argmax(dim=1)  # [B]: the class prompt the query is nearest to
+            sims = sims + s.anchor * self._entry_anchor[:, nearest].T  # [B, N]
         score = sims / max(s.temperature, 1e-4)
         if s.locality > 0.0 and base_w is not None:
             b = base_w.float().reshape(-1, base_w.shape[-1]).to(self.atlas.w.device)  # [B or 1, C]

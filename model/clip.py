@@ -377,3 +377,30 @@ def load_native_clip(path: str | Path, device: str | torch.device = "cpu") -> Cl
         raise CheckpointError(f"{network_paths(path)[1]}: native CLIP config lacks its OpenCLIP model_cfg")
     clip, _, _ = load_network(path, ClipConfig, ClipModel, CLIP_KIND, device)
     return clip
+
+
+# ------------------------------------------------------------------------------------------------
+# Class prompts (zero-shot labels): the same texts wherever a CLIP names classes
+
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}", "a photo of {}", "the sound of {}")
+
+
+def label_texts(labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[list[str]]:
+    """The prompt texts of every label: ``[[template.format(label) for template], ...]``."""
+    if not labels:
+        raise ValueError("no labels to build prompts from")
+    if not templates or not all("{}" in t for t in templates):
+        raise ValueError(f"prompt templates need a '{{}}' placeholder, got {list(templates)}")
+    return [[t.format(label) for t in templates] for label in labels]
+
+
+@torch.no_grad()
+def class_text_embeddings(
+    clip: "ClipModel", labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> torch.Tensor:
+    """One unit text embedding per label ``[C, D]``: the normalised mean over the prompt templates."""
+    texts = label_texts(labels, templates)
+    flat = [t for group in texts for t in group]
+    emb = clip.encode_text(flat).view(len(labels), len(templates), -1).mean(dim=1)  # [C, D]
+    return F.normalize(emb, dim=-1)

@@ -79,7 +79,9 @@ def test_tiny_recipe_end_to_end_stops_on_time_and_resumes(tmp_path):
     assert bundle.info.is_trained, bundle.info.trained
     assert bundle.info.resolution == 32 and bundle.info.mel.n_mels == 32
     report = json.loads((work / "eval" / "report.json").read_text())
-    assert set(report["methods"]) == {"ours", "random_walk", "linear_interpolation", "loudness_walk"}
+    assert set(report["methods"]) == {"ours", "offsets", "both", "random_walk", "linear_interpolation",
+                                      "loudness_walk"}
+    assert report["judge"]["held_out_real"]["full"]["mean"] is not None  # the independent judge ran
     state = read_state(work)
     assert all(state["stages"][s]["done"] for s in STAGE_ORDER)
 

@@ -140,7 +140,8 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
                "--judge-dir", str(tmp_path / "judges")])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["methods"]) == {"ours", "atlas", "random_walk", "linear_interpolation", "loudness_walk"}
+    assert set(report["methods"]) == {"ours", "offsets", "both", "random_walk", "linear_interpolation",
+                                      "loudness_walk"}
     assert report["clips"] == 6 and report["segments"] == 3 and report["base_seeds"] == 2
     assert report["atlas_samples"] == 24
     # the independent judge: two forms, trained on real frames and saved; every method scored by both
@@ -154,9 +155,9 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
             assert set(m["judge"][form]["per_class"]) <= set(report["labels"])
     ceiling = judge["generator_ceiling"]
     assert sum(ceiling["full_share"].values()) == pytest.approx(1.0)
-    assert set(judge["reaction"]) == {"ours", "atlas"}
+    assert set(judge["reaction"]) == {"ours", "offsets", "both"}
     assert all(r["pairs"] == 2 for r in judge["reaction"].values())
-    assert set(report["loudness_ratio"]) == {"ours", "atlas"}
+    assert set(report["loudness_ratio"]) == {"ours", "offsets", "both"}
     for name, m in report["methods"].items():
         assert -1.0 <= m["audio_video_similarity"] <= 1.0, name
         assert -1.0 <= m["text_video_similarity"] <= 1.0, name
@@ -172,7 +173,7 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
         assert all(0.0 <= v <= 1.0 for v in m["brightness"]["per_class"].values()), name
     assert set(report["real_brightness"]["per_class"]) == present
     md = (out / "report.md").read_text()
-    assert "| ours (E_a + predictor) |" in md and "| random walk |" in md and "loudness walk" in md
+    assert "| ours (as live: F_a → atlas scene) |" in md and "| random walk |" in md and "loudness walk" in md
     assert "Independent judge" in md and "Reaction time" in md and "structure agrees" in md
     assert "palette L1" in md and "brightness: real" in md
     sheets = sorted((out / "contact_sheets").glob("*.png"))
@@ -188,7 +189,7 @@ def test_eval_writes_report_table_sheets_and_mp4_with_audio(tmp_path, tiny_bundl
     assert width == 2 + (1 + 3) * (size + 2)
     info = probe_mp4(out / "grid_00.mp4")
     assert info["video"]["frames"] == 3
-    assert info["video"]["width"] == 6 * 32 and info["video"]["height"] == 32  # real | 5 methods
+    assert info["video"]["width"] == 7 * 32 and info["video"]["height"] == 32  # real | 6 methods
     assert info["audio"] is not None and info["audio"]["decoded_duration_s"] > 1.0
 
 

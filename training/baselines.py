@@ -22,6 +22,7 @@ the step at the end of segment ``t`` reads exactly segment ``t``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -246,10 +247,22 @@ def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) 
         base_w = base[:, 0]  # [B, C]
         targets = torch.stack([models.steering.target(emb[:, j], base_w) for j in range(n)], dim=1)  # [B, N, C]
         scenes = scene_rollout(targets.to(base), base_w, models.scene.glide)  # [B, N, C]
-        level = loudness_level(loudness_units(windows, models.dynamics.level_quiet_db, models.dynamics.level_loud_db),
-                               models.dynamics)  # [B, N]
+        d = models.dynamics
+        scene_dyn = dataclasses.replace(d, loudness_reactivity=d.loudness_reactivity * models.scene.loudness_exponent)
+        # the scene's level: the live envelope of loudness^(r·k) (:class:`vjapp.engine.scene.SceneDynamics`)
+        level = loudness_level(loudness_units(windows, d.level_quiet_db, d.level_loud_db), scene_dyn)  # [B, N]
         ws = base.unsqueeze(1) + shown_scene_offset(base.unsqueeze(1), scenes, level * models.scene.strength)
     return ws, ws[:, seg_steps]
+
+
+def scene_and_sound_latents(sound: SoundModels, atlas: AtlasModels, audio: torch.Tensor,
+                            base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The live default with an atlas: the scene term plus E_a + predictor's offset on top (as
+    :class:`vjapp.engine.pipeline.SoundToLatent` composes them): ``base + level·o + scene term``."""
+    ours_all, ours_seg = ours_latents(sound, audio, base)
+    scene_all, scene_seg = atlas_latents(atlas, audio, base)
+    b = base.unsqueeze(1)
+    return ours_all + (scene_all - b), ours_seg + (scene_seg - b)
 
 
 def loudness_level(loudness: torch.Tensor, dynamics: LiveDynamics = LiveDynamics()) -> torch.Tensor:
@@ -350,7 +363,7 @@ def random_bases(mapping: nn.Module, seeds: Sequence[int], z_dim: int, device: t
 
 
 __all__ = [
-    "METHODS", "AtlasModels", "LiveDynamics", "atlas_latents", "loudness_level", "SoundModels", "SequenceShapeError", "clamp_rows", "linear_interpolation",
+    "METHODS", "AtlasModels", "LiveDynamics", "atlas_latents", "loudness_level", "scene_and_sound_latents", "SoundModels", "SequenceShapeError", "clamp_rows", "linear_interpolation",
     "live_windows", "loudness_units", "loudness_walk", "mean_step_motion", "ours_latents", "random_bases",
     "random_walk", "render_sequences", "sound_rollout", "substeps_per_segment", "truncate_sequence",
 ]

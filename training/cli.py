@@ -27,6 +27,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "audio": ("training.stages.audio", "train F_a, the audio encoder into CLIP space (needs the clip part)"),
     "generator": ("training.stages.generator", "train the StyleGAN2 generator on video frames"),
     "sound2video": ("training.stages.sound2video", "train E_a and the recurrent predictor (needs the other parts)"),
+    "adapt": ("training.stages.adapt", "learn the sound's meaning for any generator (.pkl, .pt, bundle): "
+              "E_a + predictor into a complete bundle"),
     "eval": ("training.stages.eval", "evaluate a bundle on held-out clips"),
     "recipe": ("training.recipes", "run every stage in order to build a bundle (e.g. the embedded default)"),
 }

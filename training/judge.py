@@ -49,7 +49,7 @@ class JudgeConfig:
     size: int = 64  # frames are resized to size x size
     widths: tuple[int, ...] = (32, 64, 128, 128)
     seed: int = 90_001  # its own seed: no training stage uses it
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
     data_key: str = ""  # hash of the training frames' clip list and split
@@ -127,20 +127,18 @@ def data_key(paths: Sequence[str], labels: Sequence[int]) -> str:
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (70–100 % of the side, resized back) and horizontal flip: one per batch row."""
-    n, _, h, w = x.shape
-    out = torch.empty_like(x)
-    for i in range(n):
-        frac = 0.7 + 0.3 * float(torch.rand((), generator=gen))
-        ch, cw = max(8, int(h * frac)), max(8, int(w * frac))
-        top = int(torch.randint(0, h - ch + 1, (), generator=gen))
-        left = int(torch.randint(0, w - cw + 1, (), generator=gen))
-        crop = x[i:i + 1, :, top:top + ch, left:left + cw]
-        crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
-        if float(torch.rand((), generator=gen)) < 0.5:
-            crop = crop.flip(-1)
-        out[i:i + 1] = crop
-    return out
+    """Per frame: a random crop of 70–100 % of the side, resized back, flipped half the time (one
+    batched resampling)."""
+    n = x.shape[0]
+    scale = 0.7 + 0.3 * torch.rand(n, generator=gen)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale)[:, None]  # keep the crop inside
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale * flip
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def train_judge(frames: torch.Tensor, labels: torch.Tensor, config: JudgeConfig,
@@ -174,7 +172,7 @@ def train_judge(frames: torch.Tensor, labels: torch.Tensor, config: JudgeConfig,
         opt.step()
         sched.step()
         if progress is not None and (step % 50 == 0 or step == config.steps - 1):
-            progress(step + 1, config.steps, float(loss))
+            progress(step + 1, config.steps, float(loss.detach()))
     judge.eval()
     log.info("trained the %s judge: %d steps on %d real frames in %.0f s", config.form, config.steps,
              x_all.shape[0], time.monotonic() - t0)
@@ -208,7 +206,8 @@ def cached_judge_matches(directory: Path, form: str, config: JudgeConfig) -> boo
     except CheckpointError:
         return False
     want = {"labels": list(config.labels), "size": config.size, "widths": list(config.widths),
-            "seed": config.seed, "steps": config.steps, "data_key": config.data_key, "form": form}
+            "seed": config.seed, "steps": config.steps, "batch_size": config.batch_size,
+            "data_key": config.data_key, "form": form}
     return all(saved.get(k) == v for k, v in want.items())
 
 

@@ -62,19 +62,18 @@ def _real_frames(data: Path, split: str, labels: Sequence[str], size: int,
     return frames, targets, [it.path for it in ds.items]
 
 
-def ensure_judges(data: Path, labels: Sequence[str], judge_dir: Path, steps: int = 1500,
-                  cache_dir: Path | None = None, seed: int = 90_001,
+def ensure_judges(data: Path, labels: Sequence[str], judge_dir: Path, steps: int = 600,
+                  cache_dir: Path | None = None, seed: int = 90_001, size: int = 64, batch_size: int = 64,
                   progress: Callable[[str, int, int, float], None] | None = None) -> Judges:
     """The two judges for ``data``: loaded from ``judge_dir`` when they match its train split and
     settings, else trained on the train split's real frames (and saved). Each is checked on the
     held-out split's real frames."""
-    size = 64
     frames, targets, paths = _real_frames(data, "train", labels, size, cache_dir)
     key = data_key(paths, targets.tolist())
     judges: dict[str, Judge] = {}
     for form in FORMS:
         config = JudgeConfig(form=form, labels=list(labels), size=size, seed=seed + FORMS.index(form),
-                             steps=steps, data_key=key)
+                             steps=steps, batch_size=batch_size, data_key=key)
         if cached_judge_matches(judge_dir, form, config):
             judges[form] = load_judge(judge_dir, form)
             log.info("using the %s judge saved in %s", form, judge_dir)

@@ -232,7 +232,8 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
         argv = ["--data", str(ctx.data), "--bundle", str(ctx.out), "--out", str(ctx.report),
                 "--clips", str(s.eval_clips), "--segments", str(s.segments)]
         if small:
-            argv += ["--coverage-samples", "8", "--kid-subsets", "2", "--mp4-clips", "1", "--mp4-size", "64"]
+            argv += ["--coverage-samples", "8", "--kid-subsets", "2", "--mp4-clips", "1", "--mp4-size", "64",
+                     "--atlas-samples", "64", "--judge-steps", "30", "--switch-pairs", "2", "--base-seeds", "1"]
         return argv
     raise TrainingError(f"unknown stage {stage!r}")
 

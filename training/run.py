@@ -393,7 +393,8 @@ class Run:
         """Save now? Every ``--ckpt-every`` steps, at the last step, and when time is up (collective)."""
         if self.dry_run:
             return step >= self.steps
-        return step >= self.steps or self.should(step, self.args.ckpt_every) or self.time_up()
+        up = self.time_up()  # always asked (collective), also on steps that checkpoint anyway
+        return step >= self.steps or self.should(step, self.args.ckpt_every) or up
 
     def steps_from(self, start: int) -> Iterator[int]:
         """Yield ``start + 1 .. steps``; stops early after a step whose :meth:`checkpoint_due` found

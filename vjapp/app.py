@@ -117,6 +117,7 @@ class AppContext:
         self.record_dir = (Path(args.record_dir).expanduser() if args.record_dir
                            else _user_dir(QStandardPaths.StandardLocation.MoviesLocation, "Videos") / "vjapp")
         self._converted_dir = self.data_dir / "converted"
+        self.last_imported: str | None = None  # the newest converted generator (what `adapt` trains for)
 
         self.controls: Mailbox[Controls] = Mailbox(Controls())
         self.bundle: Bundle = None  # type: ignore[assignment]  # set by build_app before use
@@ -227,6 +228,8 @@ class AppContext:
         """
         from model.bundle import load_bundle
 
+        self.last_imported = stem
+
         def build() -> tuple[Bundle, Path]:
             try:
                 target = self.combine_with_generator(stem)
@@ -263,6 +266,12 @@ class AppContext:
         if self.window is not None and self.window.convert_label.isVisible():
             self.window.convert_label.setText(text)
 
+    def adapt_source(self) -> str:
+        """The generator ``vjapp-train adapt`` trains for: the newest import, else the playing bundle."""
+        from vjapp.bundles import DEFAULT_BUNDLE_DIR
+
+        return str(self.last_imported or self.bundle_path or DEFAULT_BUNDLE_DIR)
+
     def combine_with_generator(self, stem: str) -> Path:
         """Save the generator at ``stem`` as a bundle that plays at once; returns its directory.
 
@@ -272,7 +281,7 @@ class AppContext:
         only when their W+ shape is this generator's. The atlas is built afterwards
         (:meth:`build_atlas`, a child process).
         """
-        from model.stylegan2 import load_generator  # the one generator loader (bundles use it too)
+        from model.generators import load_generator  # the one generator loader (StyleGAN2 or 3)
         from vjapp.imported import bundle_for_generator
 
         G = load_generator(stem)

@@ -11,32 +11,9 @@ Shared evaluation helpers for stages that work in CLIP space live here.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
 
-import torch
-
-from model.clip import ClipModel
+from model.clip import DEFAULT_TEMPLATES, class_text_embeddings, label_texts
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}", "a photo of {}", "the sound of {}")
-
-
-def label_texts(labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[list[str]]:
-    """The prompt texts of every label: ``[[template.format(label) for template], ...]``."""
-    if not labels:
-        raise ValueError("no labels to build prompts from")
-    if not templates or not all("{}" in t for t in templates):
-        raise ValueError(f"prompt templates need a '{{}}' placeholder, got {list(templates)}")
-    return [[t.format(label) for t in templates] for label in labels]
-
-
-@torch.no_grad()
-def class_text_embeddings(
-    clip: ClipModel, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
-) -> torch.Tensor:
-    """One unit text embedding per label ``[C, D]``: the normalised mean over the prompt templates."""
-    texts = label_texts(labels, templates)
-    flat = [t for group in texts for t in group]
-    emb = clip.encode_text(flat).view(len(labels), len(templates), -1).mean(dim=1)  # [C, D]
-    return torch.nn.functional.normalize(emb, dim=-1)
+__all__ = ["DEFAULT_TEMPLATES", "class_text_embeddings", "label_texts"]

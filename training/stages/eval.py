@@ -39,6 +39,7 @@ from training.baselines import (
     AtlasModels,
     LiveDynamics,
     atlas_latents,
+    scene_and_sound_latents,
     SoundModels,
     linear_interpolation,
     loudness_units,
@@ -68,8 +69,9 @@ log = logging.getLogger(__name__)
 
 STAGE = "eval"
 METHOD_TITLES = {
-    "ours": "ours (E_a + predictor)",
-    "atlas": "atlas (F_a → atlas scene)",
+    "ours": "ours (as live: F_a → atlas scene)",
+    "offsets": "E_a + predictor offsets (meaning 'offsets'; the previous default)",
+    "both": "scene + E_a offsets (meaning 'both')",
     "random_walk": "random walk",
     "linear_interpolation": "linear interpolation",
     "loudness_walk": "loudness walk",
@@ -118,10 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-data", type=Path, default=None,
                         help="data whose real train-split frames train the judges (default: --data); the judges are "
                              "checked on its val split and on the evaluated clips' real frames")
-    parser.add_argument("--judge-steps", type=int, default=1500, help="training steps of each judge")
+    parser.add_argument("--judge-steps", type=int, default=600, help="training steps of each judge")
     parser.add_argument("--no-judge", action="store_true", help="skip the independent judge (CLIP metrics only)")
     parser.add_argument("--switch-pairs", type=int, default=36, help="class-switch pairs for the reaction time (0: skip)")
     parser.add_argument("--atlas-samples", type=int, default=4096, help="latent atlas size (0: no atlas method)")
+    parser.add_argument("--semantic-reach", type=float, default=None,
+                        help="the semantic_reach control for E_a's offset (default: the live default)")
+    parser.add_argument("--scene-glide", type=float, default=None,
+                        help="the scene's glide per model step (default: the live default)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,12 +167,18 @@ def load_clips(data: Path, bundle: Bundle, split: str, clips: int, segments: int
 SoundMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", batch: int = 8) -> dict[str, SoundMethod]:
+def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", batch: int = 8,
+                  semantic_reach: float | None = None, glide: float | None = None) -> dict[str, SoundMethod]:
     """The methods that hear the sound: name -> ``f(audio [B, T, S], base [B, L, C])`` returning the
     latents after every live step ``[B, N, L, C]`` and at the segment ends ``[B, T, L, C]``."""
     device = next(bundle.generator.parameters()).device  # type: ignore[union-attr]
     logmel = LogMel(bundle.info.mel).to(device)
-    dyn = LiveDynamics.live()
+    from vjapp.engine.controls import Controls
+    from vjapp.engine.scene import SceneDynamics
+
+    controls = Controls() if semantic_reach is None else Controls().replace(semantic_reach=semantic_reach)
+    dyn = LiveDynamics.live(controls=controls)
+    scene = SceneDynamics() if glide is None else SceneDynamics(glide=glide)
     out: dict[str, SoundMethod] = {}
 
     def batched(fn: SoundMethod) -> SoundMethod:
@@ -175,14 +187,25 @@ def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", ba
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return run
 
+    models = amodels = None
     if bundle.sound_inversion is not None and bundle.predictor is not None:
         models = SoundModels(logmel, bundle.sound_inversion.eval(), bundle.predictor.eval(), substeps, dyn)
-        out["ours"] = batched(lambda a, b: ours_latents(models, a, b))
     if atlas is not None and bundle.audio_encoder is not None:
         from model.atlas import AtlasSteering
 
-        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), AtlasSteering(atlas.to(device)), substeps, dyn)
-        out["atlas"] = batched(lambda a, b: atlas_latents(amodels, a, b))
+        from model.clip import class_text_embeddings
+
+        anchors = class_text_embeddings(bundle.clip, bundle.info.labels) if bundle.clip is not None else None
+        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), AtlasSteering(atlas.to(device), anchors=anchors),
+                              substeps, dyn, scene)
+    # "ours" is what the show plays with default controls (meaning "scene" when there is an atlas)
+    if amodels is not None:
+        out["ours"] = batched(lambda a, b: atlas_latents(amodels, a, b))
+        if models is not None:
+            out["offsets"] = batched(lambda a, b: ours_latents(models, a, b))
+            out["both"] = batched(lambda a, b: scene_and_sound_latents(models, amodels, a, b))
+    elif models is not None:
+        out["ours"] = batched(lambda a, b: ours_latents(models, a, b))
     return out
 
 
@@ -515,7 +538,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
         atlas = atlas_for(G, clip, Path(args.bundle), AtlasSettings(samples=args.atlas_samples,
                                                                      truncation_psi=args.truncation_psi))
-    methods = sound_methods(bundle, substeps, atlas, args.batch_size)
+    methods = sound_methods(bundle, substeps, atlas, args.batch_size, args.semantic_reach, args.scene_glide)
     latents, step = method_latents(bundle, clips, base, methods, args.seed)
 
     judges = None
@@ -524,7 +547,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
         judge_data = Path(args.judge_data or args.data)
         judge_dir = args.judge_dir or (judge_data if judge_data.is_dir() else judge_data.parent) / "judges"
-        judges = ensure_judges(judge_data, info.labels, judge_dir, steps=args.judge_steps, cache_dir=args.cache_dir)
+        def judge_progress(form: str, step: int, total: int, loss: float) -> None:
+            if step == total or step % 250 == 1:
+                log.info("%s judge: step %d/%d, loss %.3f", form, step, total, loss)
+
+        judges = ensure_judges(judge_data, info.labels, judge_dir, steps=args.judge_steps, cache_dir=args.cache_dir,
+                               progress=judge_progress)
 
     with torch.no_grad():
         class_emb = class_text_embeddings(clip, info.labels).float()  # [K, D]: mean over prompt templates
@@ -591,7 +619,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         path = write_mp4_grid(out_dir / f"grid_{i:02d}.mp4", cols, clips.audio[i], info.mel.sample_rate,
                               info.segment_seconds, args.mp4_size)
         videos.append(path.name)
-    shown = "atlas" if "atlas" in frames else "ours" if "ours" in frames else next(iter(frames))
+    shown = "ours" if "ours" in frames else next(iter(frames))
     first = slice(0, m)  # the first base seed's rows: one row per held-out clip
     sheets = write_contact_sheets(out_dir, frames[shown][first], clips.labels[first], info.labels,
                                   real=clips.frames[first])

@@ -54,6 +54,7 @@ __all__ = [
     "GroupGains",
     "BandPulse",
     "Rhythm",
+    "Camera",
     "Controls",
     "CONTROL_SPECS",
     "get_path",
@@ -289,6 +290,7 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
 
 SOURCE_KINDS = ("none", "seed", "prompt")
 NOISE_MODES = ("const", "random", "none")
+MEANINGS = ("scene", "offsets", "both")
 ASPECTS = ("1:1", "16:9", "4:3", "9:16")  # width:height of the frames
 
 
@@ -402,6 +404,15 @@ class Rhythm(_Validated):
 
 
 @dataclass(frozen=True)
+class Camera(_Validated):
+    """A camera inside the picture: StyleGAN3's input transform (StyleGAN2 generators ignore it)."""
+
+    x: float = _ctl(0.0, FloatSpec(-8.0, 8.0, "camera pan: the picture moves right by this many picture heights (StyleGAN3)"))
+    y: float = _ctl(0.0, FloatSpec(-8.0, 8.0, "camera pan: the picture moves down by this many picture heights (StyleGAN3)"))
+    rotate: float = _ctl(0.0, FloatSpec(-180.0, 180.0, "camera roll: the picture turns counter-clockwise by this many degrees (StyleGAN3)"))
+
+
+@dataclass(frozen=True)
 class Controls(_Validated):
     """The whole performer-facing state. Immutable; valid by construction."""
 
@@ -419,6 +430,10 @@ class Controls(_Validated):
     semantic_reach: float = _ctl(
         1.0, FloatSpec(0.1, 1.0, "how far the sound's meaning may pull the picture from its seed (1 = all the way)")
     )
+    meaning: str = _ctl("scene", ChoiceSpec(
+        MEANINGS, "how the sound's meaning moves the picture: 'scene' = to pictures the generator draws well, "
+                  "picked from its latent atlas (needs F_a + CLIP; else the offsets); 'offsets' = E_a + predictor's "
+                  "free W+ offsets (the paper's); 'both'"))
     scene: float = _ctl(
         1.0, FloatSpec(0.0, 1.0, "how far the sound's scene (pictures the generator draws, picked from its atlas "
                                  "by what the sound means) takes the picture at full loudness (0 = off)")
@@ -433,6 +448,7 @@ class Controls(_Validated):
     noise_mode: str = _ctl("const", ChoiceSpec(NOISE_MODES, "StyleGAN noise inputs"))
     paused: bool = _ctl(False, BoolSpec("freeze the picture"))
     rhythm: Rhythm = _nested(Rhythm)
+    camera: Camera = _nested(Camera)
 
 
 # --------------------------------------------------------------------------------------------

@@ -146,6 +146,7 @@ class SoundToLatent:
         self.offset = torch.zeros(1, self.num_ws, self.w_dim, device=device)  # o, [1, L, C]
         self.scene: torch.Tensor | None = None  # [1, C] the scene w (set from the base at the first step)
         self.level = 0.0  # loudness envelope that scales how far the offset is shown
+        self.scene_level = 0.0  # ... and how far the scene is shown (its own, steeper curve)
 
     @property
     def sample_rate(self) -> int:
@@ -158,6 +159,7 @@ class SoundToLatent:
         self.offset.zero_()
         self.scene = None
         self.level = 0.0
+        self.scene_level = 0.0
 
     def _per_layer(self, groups: GroupGains | GroupSmoothing) -> torch.Tensor:
         """A coarse/mid/fine setting spread over the W+ layers: ``[1, L, 1]``."""
@@ -235,7 +237,7 @@ class SoundToLatent:
             target_level = 0.0  # silence or no source: nothing to react to
         before = self.offset * self.level  # what was shown
 
-        if self.predictor is not None:
+        if self.uses_offsets(controls):
             w_prev = base.unsqueeze(0) + self.offset  # [1, L, C]
             with self._stage("recurrent"):
                 w_pred, self.state = self.predictor.step(w_prev, heard.delta, self.state)
@@ -247,6 +249,10 @@ class SoundToLatent:
             self.offset.mul_(s).add_(new_offset * (1.0 - s))
         if self.scene_layer is not None:
             self._glide_scene(heard, base, target_level)
+            k = self.scene_layer.dynamics.loudness_exponent  # the scene's own, steeper loudness curve
+            t_scene = target_level**k
+            a = self.config.level_attack if t_scene > self.scene_level else self.config.level_release
+            self.scene_level = a * self.scene_level + (1.0 - a) * t_scene
         a = self.config.level_attack if target_level > self.level else self.config.level_release
         self.level = a * self.level + (1.0 - a) * target_level
         if not bool(torch.isfinite(self.offset).all()):
@@ -267,17 +273,26 @@ class SoundToLatent:
             target = self.scene_layer.steering.target(heard.embedding, base[:1])  # [1, C]
         self.scene = scene_step(self.scene, target.to(self.scene), self.scene_layer.dynamics.glide)
 
+    def uses_offsets(self, controls: Controls) -> bool:
+        """E_a + predictor's offsets are played: the meaning control asks for them (or for both), or
+        it asks for the scene and there is no scene layer to play; and the bundle has them."""
+        if self.predictor is None:
+            return False
+        return controls.meaning != "scene" or self.scene_layer is None
+
     def scene_offset(self, base: torch.Tensor, controls: Controls) -> torch.Tensor | None:
-        """The shown scene term ``[L, C]`` (None without a scene layer or before the first step)."""
-        if self.scene_layer is None or self.scene is None or controls.scene <= 0.0:
+        """The shown scene term ``[L, C]`` (None without a scene layer, before the first step, or
+        when the meaning control plays E_a's offsets alone)."""
+        if self.scene_layer is None or self.scene is None or controls.scene <= 0.0 or controls.meaning == "offsets":
             return None
-        amount = torch.tensor(self.level * controls.scene * self.scene_layer.dynamics.strength, device=self.device)
+        amount = torch.tensor(self.scene_level * controls.scene * self.scene_layer.dynamics.strength,
+                              device=self.device)
         return shown_scene_offset(base, self.scene[0], amount, self._per_layer(controls.group_gains)[0])
 
     def compose(self, base: torch.Tensor, controls: Controls,
                 mix: Sequence[torch.Tensor | None] = (None, None, None)) -> torch.Tensor:
         """``truncate(base + offset + scene)`` with the coarse/mid/fine groups mixed toward ``mix``."""
-        shown = base + self.level * self.offset[0]
+        shown = base + self.level * self.offset[0] if self.uses_offsets(controls) else base
         scene = self.scene_offset(base, controls)
         if scene is not None:
             shown = shown + scene

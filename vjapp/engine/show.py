@@ -17,6 +17,7 @@ import torch
 from model.audio_features import LogMel
 from model.atlas import AtlasSettings, AtlasSteering, LatentAtlas, Progress, atlas_for, cached_atlas
 from model.bundle import Bundle
+from model.clip import class_text_embeddings
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8
@@ -162,7 +163,10 @@ class Show:
         if self.meaning_off_reason() is not None:
             return False
         self.sound.scene_layer = None
-        layer = SceneLayer(b.audio_encoder, steering, self.config.scene, b.info.segment_seconds)
+        # the sound's steering also weighs the prompt of the class the sound is nearest to
+        anchors = class_text_embeddings(b.clip, b.info.labels) if b.info.labels else None
+        layer = SceneLayer(b.audio_encoder, AtlasSteering(atlas.to(self.device), anchors=anchors), self.config.scene,
+                           b.info.segment_seconds)
         layer.audio_encoder.to(self.device).eval()
         layer.steering.atlas = layer.steering.atlas.to(self.device)
         self.sound.segment_samples = int(round(layer.segment_seconds * self.sound.sample_rate))
@@ -177,6 +181,7 @@ class Show:
         self.controls = controls
         self._psi = controls.truncation_psi
         self.renderer.set_size(controls.size)
+        self.renderer.set_camera(controls.camera.x, controls.camera.y, controls.camera.rotate)
         self.renderer.set_aspect(controls.aspect)
         self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate, fade_s)
         slots: tuple[MixSlot, ...] = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)

@@ -301,6 +301,8 @@ class MainWindow(QMainWindow):
         self._learn_menus: dict[str, MidiLearnMenu] = {}
         self._seen_version = -1
         self.convert_job: ConvertJob | None = None
+        self.adapt_job: Any = None  # vjapp.ui.adapt_job.AdaptJob while `vjapp-train adapt` runs
+        self.adapt_progress: QProgressBar | None = None
         self._last_stats: dict[str, Any] = {}
         self._painted = RateMeter(256)  # frames this window handed to the output window
         self.display_fps = 0.0  # painted frames per second, as of the last stats update
@@ -553,6 +555,8 @@ class MainWindow(QMainWindow):
         row.addWidget(self.reroll_button)
         form.addRow("Seed", row)
         form.addRow(self._slider("truncation_psi", "Truncation ψ"))
+        for path, label in (("camera.x", "Camera x (StyleGAN3)"), ("camera.y", "Camera y"), ("camera.rotate", "Camera turn (°)")):
+            form.addRow(self._slider(path, label, decimals=1 if path == "camera.rotate" else 2))
         form.addRow("Noise", self._combo("noise_mode", NOISE_MODES))
         self.pause_picture = QCheckBox("Freeze picture")
         self.pause_picture.toggled.connect(lambda on: self.backend.set_control("paused", bool(on)))
@@ -821,6 +825,10 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction("Open bundle…").triggered.connect(self._ask_bundle_dir)
         file_menu.addAction("Import generator (.pkl/.pt)…").triggered.connect(self._ask_generator_file)
+        self.adapt_action = file_menu.addAction("Train sound meaning for this generator…")
+        self.adapt_action.setToolTip("vjapp-train adapt: learn E_a and the predictor for the imported or playing "
+                                     "generator from a folder of clips, then play the result")
+        self.adapt_action.triggered.connect(self._ask_adapt)
         file_menu.addSeparator()
         quit_action = file_menu.addAction("Quit")
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -907,6 +915,77 @@ class MainWindow(QMainWindow):
         self.convert_label.show()
         self.import_button.setEnabled(False)
         job.start()
+
+    # ---------------------------------------------------------------- vjapp-train adapt
+    def _ask_adapt(self) -> None:
+        from vjapp.ui.adapt_job import AdaptDialog
+
+        source = getattr(self.backend, "adapt_source", None)
+        dialog = AdaptDialog(str(source()) if callable(source) else "",
+                             str(self.settings.value("adapt/data", "") or ""), self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        generator, data = dialog.generator_edit.text().strip(), dialog.data_edit.text().strip()
+        if not generator or not data:
+            self.show_message("error", "adapt needs a generator and a training data folder")
+            return
+        self.settings.setValue("adapt/data", data)
+        self.start_adapt(generator, data, max_minutes=dialog.minutes_spin.value(),
+                         device=dialog.device_combo.currentText(), amp=dialog.amp_check.isChecked())
+
+    def start_adapt(self, generator: str, data: str, out: str | None = None, *, from_bundle: str | None = None,
+                    device: str = "auto", amp: bool = False, max_minutes: float = 0.0,
+                    extra_args: Sequence[str] = ()) -> Any:
+        """Run ``vjapp-train adapt`` for ``generator`` in a child process; load its bundle when it ends."""
+        from vjapp.ui.adapt_job import AdaptJob, adapt_command
+
+        if self.adapt_job is not None and self.adapt_job.running():
+            self.show_message("warning", "sound training is already running; wait for it to finish")
+            return None
+        if out is None:
+            out = str(self.backend.converted_dir.parent / "bundles" / f"{Path(generator).stem or 'generator'}-sound")
+        cmd = adapt_command(generator, data, out, from_bundle=from_bundle, device=device, amp=amp,
+                            max_minutes=max_minutes, extra_args=extra_args)
+        job = AdaptJob(cmd, out, self)
+        job.progress.connect(self._on_adapt_progress)
+        job.output.connect(lambda line: self.statusBar().showMessage(line, 6000))
+        job.finished.connect(self._on_adapted)
+        if self.adapt_progress is None:
+            self.adapt_progress = QProgressBar()
+            self.adapt_progress.setMaximumWidth(260)
+            self.statusBar().addPermanentWidget(self.adapt_progress)
+        self.adapt_progress.setRange(0, 0)
+        self.adapt_progress.setFormat(f"learning sound for {Path(generator).name}… %p%")
+        self.adapt_progress.show()
+        self.adapt_action.setEnabled(False)
+        self.adapt_job = job
+        self.show_message("info", "training the sound's meaning: " + " ".join(cmd[1:]))
+        job.start()
+        return job
+
+    def _on_adapt_progress(self, done: int, total: int) -> None:
+        if self.adapt_progress is not None and total > 0:
+            self.adapt_progress.setRange(0, total)
+            self.adapt_progress.setValue(done)
+
+    def _on_adapted(self, ok: bool, out: str, message: str) -> None:
+        if self.adapt_progress is not None:
+            self.adapt_progress.hide()
+        self.adapt_action.setEnabled(True)
+        if ok:
+            self.show_message("info", f"sound training finished: loading {out}")
+            self.backend.open_bundle(out)
+        else:
+            self.show_message("error", f"sound training failed: {message}")
+
+    def _end_adapt_job(self) -> None:
+        """On close: SIGTERM (the trainer checkpoints and leaves a usable bundle), then kill if it lingers."""
+        job = self.adapt_job
+        if job is not None and job.running():
+            job.finished.disconnect()
+            job.stop()
+            if not job.process.waitForFinished(10000):
+                job.kill()
 
     def _on_converted(self, ok: bool, stem: str, message: str) -> None:
         self.convert_progress.hide()
@@ -1190,6 +1269,7 @@ class MainWindow(QMainWindow):
             slider.throttler.flush()
         if self.convert_job is not None:
             self.convert_job.kill()
+        self._end_adapt_job()
         self.closing.emit()
         super().closeEvent(event)
 
