@@ -15,8 +15,7 @@ from PyQt6.QtCore import QMimeData, QObject, QProcess, QProcessEnvironment, pyqt
 
 from model.bundle import BUNDLE_FILE
 from vjapp.atlas_build import DONE_PREFIX, ERROR_PREFIX, parse_progress
-
-GENERATOR_FILES = (".pkl", ".pt", ".pth")  # what `vjapp convert` reads
+from vjapp.imported import GENERATOR_FILES
 
 
 def droppable_path(mime: QMimeData) -> str | None:
