@@ -69,6 +69,9 @@ BUNDLE_FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 # Part name = file stem in the bundle directory.
 PARTS = ("generator", "clip", "audio_encoder", "sound_inversion", "predictor")
+# Parts a bundle may lack: an imported generator has no E_a/predictor of its W+ shape (it plays with
+# the rhythm layer and the atlas scene), and a bundle without F_a/CLIP plays the rhythm layer alone.
+OPTIONAL_PARTS = ("clip", "audio_encoder", "sound_inversion", "predictor")
 # The paper's Landscape classes, mirrored by synthscapes (DESIGN §5).
 LANDSCAPE_LABELS = (
     "thunderstorm",
@@ -113,6 +116,7 @@ class BundleInfo:
     clip_source: dict[str, Any] = field(default_factory=lambda: {"kind": "native"})  # native | openclip.
     notes: str = ""  # Free-form: dataset, run, anything a person should know.
     output_size: int = 0  # Size the app shows by default ("native"); 0 = the generator's resolution.
+    parts: tuple[str, ...] = PARTS  # Parts the bundle holds (the generator always; see OPTIONAL_PARTS).
     vjapp_version: str = field(default_factory=_vjapp_version)  # Version that wrote the bundle.
     format_version: int = BUNDLE_FORMAT_VERSION
 
@@ -138,6 +142,12 @@ class BundleInfo:
         if unknown or not all(isinstance(v, bool) for v in self.trained.values()):
             raise ValueError(f"BundleInfo.trained must map parts {PARTS} to true/false, got {self.trained!r}")
         self.trained = {p: bool(self.trained.get(p, False)) for p in PARTS}
+        if isinstance(self.parts, str) or not all(isinstance(p, str) for p in self.parts):
+            raise ValueError(f"BundleInfo.parts must be a list of part names, got {self.parts!r}")
+        unknown_parts = sorted(set(self.parts) - set(PARTS))
+        if unknown_parts or "generator" not in self.parts:
+            raise ValueError(f"BundleInfo.parts must name parts of {PARTS}, the generator included, got {self.parts!r}")
+        self.parts = tuple(p for p in PARTS if p in self.parts)
         kind = self.clip_source.get("kind") if isinstance(self.clip_source, dict) else None
         if kind == "openclip":
             if not isinstance(self.clip_source.get("arch"), str) or not isinstance(self.clip_source.get("weights"), str):
@@ -158,12 +168,17 @@ class BundleInfo:
 
     @property
     def is_trained(self) -> bool:
-        """True when every part was trained (the app says so when it is not)."""
-        return all(self.trained.values())
+        """True when every part the bundle holds was trained (the app says so when it is not)."""
+        return all(self.trained[p] for p in self.parts)
 
     @property
     def untrained_parts(self) -> tuple[str, ...]:
-        return tuple(p for p in PARTS if not self.trained[p])
+        return tuple(p for p in self.parts if not self.trained[p])
+
+    @property
+    def absent_parts(self) -> tuple[str, ...]:
+        """Parts this bundle does not hold (e.g. E_a and the predictor of an imported generator)."""
+        return tuple(p for p in PARTS if p not in self.parts)
 
     @property
     def segment_samples(self) -> int:
@@ -195,6 +210,8 @@ class BundleInfo:
         }
         if self.output_size:
             doc["output_size"] = self.output_size
+        if self.parts != PARTS:  # old readers keep reading complete bundles
+            doc["parts"] = list(self.parts)
         return doc
 
     @classmethod
@@ -210,7 +227,7 @@ class BundleInfo:
             )
         known = {"format", "format_version", "vjapp_version", "num_ws", "w_dim", "embed_dim", "resolution",
                  "model_rate", "segment_seconds", "mel", "layer_groups", "labels", "trained", "clip", "notes",
-                 "output_size"}
+                 "output_size", "parts"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise CheckpointError(f"{source}: unknown bundle fields {unknown} (written by a newer vjapp?)")
@@ -232,6 +249,7 @@ class BundleInfo:
                 clip_source=dict(doc.get("clip") or {"kind": "native"}),
                 notes=doc.get("notes", ""),
                 output_size=doc.get("output_size", 0),
+                parts=tuple(doc.get("parts") or PARTS),
                 vjapp_version=doc.get("vjapp_version", "unknown"),
                 format_version=version,
             )
@@ -351,12 +369,15 @@ def load_bundle(
 ) -> Bundle:
     """Load a bundle directory (all parts, or only ``parts``), in eval mode, on ``device``.
 
+    Parts the bundle does not hold (``bundle.json``'s ``parts``; see OPTIONAL_PARTS) stay None,
+    also when asked for: callers check for them.
+
     Raises CheckpointError for a missing directory or ``bundle.json``, an unsupported format
     version, a missing or corrupt part, or parts that disagree with each other.
     """
     root = Path(path)
     info = read_bundle_info(root)
-    wanted = _check_parts(parts)
+    wanted = tuple(p for p in _check_parts(parts) if p in info.parts)
     bundle = Bundle(info=info, root=root)
     for part in wanted:
         if part == "clip" and info.clip_source["kind"] == "openclip":
@@ -392,39 +413,51 @@ _LOADERS = {
 def save_bundle(path: str | Path, bundle: Bundle, clip_mode: str = "auto") -> Path:
     """Write every part and ``bundle.json`` into directory ``path`` (created if needed).
 
+    The generator is required; the parts of OPTIONAL_PARTS may be None (``bundle.json`` then lists
+    the parts held, and stale files of absent parts are removed).
+
     ``clip_mode``: ``"native"`` stores CLIP's weights in the bundle; ``"reference"`` stores only
     its OpenCLIP arch and weights path (the CLIP must have been loaded from a local file);
     ``"auto"`` references external OpenCLIP weights and stores anything else natively.
     ``bundle.json`` is written last, so a bundle interrupted mid-save does not load.
     """
-    missing = [p for p in PARTS if getattr(bundle, p) is None]
-    if missing:
-        raise ValueError(f"save_bundle needs every part; missing {missing}")
+    if bundle.generator is None:
+        raise ValueError("save_bundle needs the generator")
+    held = tuple(p for p in PARTS if getattr(bundle, p) is not None)
+    if ("sound_inversion" in held) != ("predictor" in held):
+        raise ValueError("save_bundle: E_a (sound_inversion) and the predictor come together (both or neither)")
     if clip_mode not in ("auto", "native", "reference"):
         raise ValueError(f"clip_mode must be 'auto', 'native' or 'reference', got {clip_mode!r}")
     check_consistency(bundle, "save_bundle")
     clip = bundle.clip
-    assert clip is not None and bundle.generator is not None
-    reference = clip_mode == "reference" or (clip_mode == "auto" and clip.config.weights is not None)
-    if reference and clip.config.weights is None:
+    reference = clip is not None and (
+        clip_mode == "reference" or (clip_mode == "auto" and clip.config.weights is not None))
+    if clip is not None and reference and clip.config.weights is None:
         raise ValueError("clip_mode='reference' needs a CLIP loaded from an OpenCLIP weights file")
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     (root / BUNDLE_FILE).unlink(missing_ok=True)
     save_generator(root / "generator", bundle.generator)
-    if reference:
+    clip_source: dict[str, Any] = {"kind": "native"}
+    if clip is not None and reference:
         clip_source = {"kind": "openclip", "arch": clip.config.arch, "weights": str(Path(clip.config.weights).resolve())}
         for stale in network_paths(root / "clip"):
             stale.unlink(missing_ok=True)
-    else:
+    elif clip is not None:
         save_clip(root / "clip", clip)
-        clip_source = {"kind": "native"}
-    save_audio_encoder(root / "audio_encoder", bundle.audio_encoder)  # type: ignore[arg-type]
-    save_sound_inversion(root / "sound_inversion", bundle.sound_inversion)  # type: ignore[arg-type]
-    save_latent_rnn(root / "predictor", bundle.predictor)  # type: ignore[arg-type]
+    savers = {"audio_encoder": save_audio_encoder, "sound_inversion": save_sound_inversion,
+              "predictor": save_latent_rnn}
+    for part, save in savers.items():
+        module = getattr(bundle, part)
+        if module is not None:
+            save(root / part, module)
+    for part in OPTIONAL_PARTS:
+        if part not in held:
+            for stale in network_paths(root / part):
+                stale.unlink(missing_ok=True)
 
-    info = dataclasses.replace(bundle.info, clip_source=clip_source)
+    info = dataclasses.replace(bundle.info, clip_source=clip_source, parts=held)
     tmp = root / (BUNDLE_FILE + ".tmp")
     tmp.write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, root / BUNDLE_FILE)

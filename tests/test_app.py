@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PyQt6.QtCore import Qt
 
-from vjapp.app import AppContext, BundleMismatch, demo_audio_path
+from vjapp.app import AppContext, demo_audio_path
 from vjapp.gui import default_args
 from vjapp.output.mp4 import probe_mp4
 
@@ -172,14 +172,16 @@ def test_imported_generator_plays_with_this_bundles_audio_models(make_app, qtbot
     from model.stylegan2 import Generator, StyleGAN2Config, save_generator
     from nvidia_pickle import dump_nvidia_pickle, snapshot
 
-    ctx = make_app(audio=str(_silent_file(tmp_path / "silence.wav")))
-    # W+ of another shape: refused with the reason, the current bundle keeps playing
+    from model.bundle import read_bundle_info
+
+    ctx = make_app(audio=str(_silent_file(tmp_path / "silence.wav")), atlas_samples=8)
+    # W+ of another shape: a bundle without E_a/predictor (it plays with the rhythm layer and the atlas)
     other = Generator(StyleGAN2Config(z_dim=16, w_dim=16, mapping_layers=1, mapping_hidden_dim=16, resolution=16,
                                       channel_base=256, channel_max=16))
     stem = tmp_path / "other"
     save_generator(stem, other)
-    with pytest.raises(BundleMismatch, match=r"6 x 16 .*8 x 64"):
-        ctx.combine_with_generator(str(stem))
+    info = read_bundle_info(ctx.combine_with_generator(str(stem)))
+    assert (info.num_ws, info.w_dim) == (6, 16) and info.parts == ("generator", "clip", "audio_encoder")
     # a matching NVIDIA pickle: converted in a child process, then played as a bundle
     G = nv.randomize_(nv.Generator(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3,
                                    mapping_kwargs=dict(num_layers=2),
@@ -191,6 +193,9 @@ def test_imported_generator_plays_with_this_bundles_audio_models(make_app, qtbot
     ctx.window.choose_bundle_path(str(pkl))
     assert ctx.window.convert_progress.isVisible()
     qtbot.waitUntil(lambda: ctx.engine is not old_engine, timeout=60000)
+    assert ctx.bundle.predictor is not None  # the same W+ shape: E_a and the predictor come along
+    assert ctx.window.convert_progress.format() == "latent atlas %v / %m"  # the atlas builds meanwhile
+    qtbot.waitUntil(lambda: ctx.atlas_state == "attached", timeout=60000)
     assert not ctx.window.convert_progress.isVisible()
     assert (tmp_path / "data" / "converted" / "network-snapshot.safetensors").is_file()
     assert ctx.bundle_path == tmp_path / "data" / "bundles" / "network-snapshot"

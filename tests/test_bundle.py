@@ -216,9 +216,13 @@ def test_clip_by_reference(bundle, tmp_path):
 
 
 def test_save_refuses_incomplete_or_inconsistent(bundle, tmp_path):
-    partial = Bundle(info=bundle.info, generator=bundle.generator)
-    with pytest.raises(ValueError, match="missing"):
-        save_bundle(tmp_path / "p", partial)
+    no_generator = Bundle(bundle.info, None, bundle.clip, bundle.audio_encoder, bundle.sound_inversion,
+                          bundle.predictor)
+    with pytest.raises(ValueError, match="needs the generator"):
+        save_bundle(tmp_path / "p", no_generator)
+    half = Bundle(bundle.info, bundle.generator, bundle.clip, bundle.audio_encoder, bundle.sound_inversion)
+    with pytest.raises(ValueError, match="together"):
+        save_bundle(tmp_path / "h", half)
     bad_info = BundleInfo(num_ws=bundle.info.num_ws, w_dim=bundle.info.w_dim, embed_dim=999,
                           resolution=16, mel=MEL)
     wrong = Bundle(bad_info, bundle.generator, bundle.clip, bundle.audio_encoder,

@@ -21,8 +21,6 @@ bridge; OSC actions arrive on the OSC thread and are posted to the GUI thread by
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -68,14 +66,10 @@ log = logging.getLogger(__name__)
 LIBRARY_LOGGERS = ("vjapp", "model")
 LOGGERS_THAT_REPORT_THEMSELVES = ("vjapp.app", "vjapp.engine.engine")
 
-__all__ = ["AppContext", "build_app", "run", "parse_size", "parse_host_port", "demo_audio_path", "BundleMismatch"]
+__all__ = ["AppContext", "build_app", "run", "parse_size", "parse_host_port", "demo_audio_path"]
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
 SILENCE_RATE = 22_050
-
-
-class BundleMismatch(ValueError):
-    """A converted generator whose W+ shape the current bundle's audio models cannot drive."""
 
 
 class _LoadFailed(Exception):
@@ -149,6 +143,9 @@ class AppContext:
         self.fullscreen_at_start = False
         self.place_windows_at_start = (True, True)  # (control window, output window): no saved geometry
         self._log_handler: logging.Handler | None = None
+        self._atlas_job: Any = None  # vjapp.ui.atlas_job.AtlasJob while one runs
+        self._atlas_state = "idle"
+        self._atlas_pending: Path | None = None  # an imported bundle whose atlas is built once it plays
 
     # ================================================================== messages
     def message(self, text: str, level: str = "info") -> None:
@@ -188,6 +185,8 @@ class AppContext:
 
     def _initial_bundle(self) -> None:
         path = self.args.bundle
+        if path and Path(path).is_file():  # a generator to import: the default plays until it is converted
+            path = None
         try:
             bundle, where = open_bundle(path)
             self.bundle_path = Path(path) if path else None
@@ -219,14 +218,13 @@ class AppContext:
         self._load_in_background(f"loading bundle {path}…", load)
 
     def adopt_generator(self, stem: str) -> None:
-        """Play a converted generator with the current bundle's audio models (and CLIP).
+        """Play a converted generator: any W+ shape plays at once.
 
-        A converted generator alone is not a bundle: the sound needs F_a, E_a and the predictor,
-        which produce W+ offsets of one shape. When the generator's ``num_ws`` and ``w_dim`` match
-        the current bundle, a new bundle (this generator + the current audio models and CLIP) is
-        saved under ``data_dir/bundles/<name>`` and loaded like any other; otherwise nothing
-        changes and the message explains why (the audio models would need training for it).
-        Runs on the loader thread (a large generator takes seconds to copy and save).
+        A bundle (this generator + CLIP and F_a of the playing bundle, + its E_a/predictor when the
+        W+ shapes match; see :meth:`combine_with_generator`) is saved under
+        ``data_dir/bundles/<name>`` and played: the rhythm layer (directions computed for this
+        generator) at once, the sound's meaning once the latent atlas, built in a child process
+        with a progress bar, is attached. Runs on the loader thread.
         """
         from model.bundle import load_bundle
 
@@ -235,8 +233,6 @@ class AppContext:
         def build() -> tuple[Bundle, Path]:
             try:
                 target = self.combine_with_generator(stem)
-            except BundleMismatch as exc:
-                raise _LoadFailed(str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - CheckpointError, OSError, ...
                 raise _LoadFailed(f"could not use the converted generator {stem}: {exc}") from exc
             try:
@@ -277,35 +273,73 @@ class AppContext:
         return str(self.last_imported or self.bundle_path or DEFAULT_BUNDLE_DIR)
 
     def combine_with_generator(self, stem: str) -> Path:
-        """Save current audio models + CLIP + the generator at ``stem`` as a bundle; returns its dir.
+        """Save the generator at ``stem`` as a bundle that plays at once; returns its directory.
 
-        Raises :class:`BundleMismatch` when the W+ shapes differ.
+        Parts: the generator; CLIP (``--clip ARCH:PATH``, else the playing bundle's) and F_a of the
+        playing bundle when it was trained for that CLIP (F_a maps sound into CLIP space and the
+        atlas maps CLIP space to this generator, so W+ shapes do not matter); E_a and the predictor
+        only when their W+ shape is this generator's. The atlas is built afterwards
+        (:meth:`build_atlas`, a child process).
         """
-        from model.bundle import save_bundle
-        from model.generators import load_generator
+        from model.generators import load_generator  # the one generator loader (StyleGAN2 or 3)
+        from vjapp.imported import bundle_for_generator
 
         G = load_generator(stem)
-        info = self.bundle.info
-        if (G.num_ws, G.w_dim) != (info.num_ws, info.w_dim):
-            raise BundleMismatch(
-                f"{Path(stem).name}: this generator has W+ of {G.num_ws} x {G.w_dim} (num_ws x w_dim), but the "
-                f"current bundle's audio models (E_a and the recurrent predictor) produce {info.num_ws} x "
-                f"{info.w_dim}: they cannot drive it. Train a bundle for this generator (vjapp-train) or load "
-                f"a bundle whose generator has {G.num_ws} layers of width {G.w_dim} first."
-            )
-        parts = {name: copy.deepcopy(getattr(self.bundle, name)).to("cpu")
-                 for name in ("clip", "audio_encoder", "sound_inversion", "predictor")}
-        trained = dict(info.trained, generator=True)
-        new_info = dataclasses.replace(
-            info, resolution=G.img_resolution, output_size=0, trained=trained,
-            notes=(f"generator converted from {Path(stem).name}; audio models and CLIP from "
-                   f"{self.bundle_path or 'the bundle playing at the time'} (trained for another generator: "
-                   f"reactivity directions are not tuned to this one). {info.notes}").strip(),
-        )
-        target = self.data_dir / "bundles" / Path(stem).name
-        save_bundle(target, Bundle(new_info, G, **parts))
-        log.info("built bundle %s from the converted generator and the current audio models", target)
+        target = bundle_for_generator(G, self.bundle, self.data_dir / "bundles" / Path(stem).name, Path(stem).name,
+                                      clip=getattr(self.args, "clip", None),
+                                      base_name=str(self.bundle_path or "the bundle playing at the time"))
+        self._atlas_pending = target
         return target
+
+    # ------------------------------------------------------------------ the latent atlas (child process)
+    @property
+    def atlas_state(self) -> str:
+        """idle | building | attached | failed."""
+        return self._atlas_state
+
+    def build_atlas(self, bundle_dir: Path) -> None:
+        """Build ``bundle_dir``'s latent atlas in a child process (progress bar in the control window);
+        when it is done the engine attaches it. A failure is one message; the show goes on."""
+        from vjapp.ui.atlas_job import AtlasJob
+
+        if self._atlas_job is not None and self._atlas_job.running():
+            self._atlas_job.kill()
+        job = AtlasJob(bundle_dir, self.args.atlas_samples, threads=1, parent=self.qapp)
+        job.progress.connect(self._atlas_progress)
+        job.finished.connect(lambda ok, text, d=bundle_dir: self._atlas_built(d, ok, text))
+        self._atlas_job = job
+        self._atlas_state = "building"
+        self.message(f"building the latent atlas of {bundle_dir.name} ({self.args.atlas_samples} pictures) in the "
+                     "background: the rhythm layer plays meanwhile")
+        self._atlas_progress(0, self.args.atlas_samples)
+        job.start()
+
+    def _atlas_progress(self, done: int, total: int) -> None:
+        if self.window is None:
+            return
+        bar = self.window.convert_progress
+        bar.setRange(0, max(total, 1))
+        bar.setValue(done)
+        bar.setFormat("latent atlas %v / %m")
+        bar.show()
+
+    def _atlas_built(self, bundle_dir: Path, ok: bool, text: str) -> None:
+        if self.window is not None:
+            self.window.convert_progress.hide()
+            self.window.convert_progress.setRange(0, 0)
+        if self.bundle_path != bundle_dir:
+            return  # another bundle plays by now
+        if not ok:
+            self._atlas_state = "failed"
+            self.message(f"sound meaning off: {text}; the rhythm layer plays on", "error")
+            return
+        if self.engine is not None:
+            self.engine.attach_atlas()
+
+    def _on_atlas_attached(self, on: bool, text: str) -> None:
+        """Engine thread: the atlas is in the show (or not)."""
+        self._atlas_state = "attached"
+        self.message(text, "info" if on else "warning")
 
     def _switch_bundle(self, bundle: Bundle, path: Path | None, where: str) -> None:
         """GUI thread: stop the old engine, start one on ``bundle`` (same controls and source)."""
@@ -320,14 +354,20 @@ class AppContext:
         self._describe_bundle(bundle, where)
         self._start_engine()
         self.message(f"playing bundle {where}")
+        if path is not None and path == self._atlas_pending:
+            self._atlas_pending = None
+            if bundle.clip is not None:
+                self.build_atlas(path)
 
     # ================================================================== engine
     def _start_engine(self) -> None:
         threads = self.args.threads if self.args.threads > 0 else default_threads()
         config = EngineConfig(device=self.args.device, dtype=self.args.dtype, threads=threads)
         sources = [self.source] if self.source is not None else []
+        config.atlas_samples = self.args.atlas_samples
         self.engine = Engine(self.bundle, self.controls, sources, config,
                              on_frame=self._on_frame, on_error=self.bridge.report_error)
+        self.engine.atlas_attached = self._on_atlas_attached
         self.engine.start()
         self.bridge.set_engine(self.engine)
         self._attach_midi_clock()
@@ -911,6 +951,8 @@ class AppContext:
             return
         self._shut_down = True
         self.bridge.stop()
+        if self._atlas_job is not None:
+            self._atlas_job.kill()
         if self.window is not None:
             try:
                 self.window.save_settings()
@@ -1001,6 +1043,9 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     ctx.bridge.stats.connect(ctx.window.on_stats)
     ctx.bridge.message.connect(ctx.window.show_message)
     ctx.window.closing.connect(lambda: ctx.quit(ctx.quit_code))
+    ctx.output.dropped.connect(ctx.window.choose_bundle_path)
+    if args.bundle and Path(args.bundle).is_file():  # vjapp --bundle model.pkl: convert, build, play
+        ctx.window.import_generator(args.bundle)
     return ctx
 
 

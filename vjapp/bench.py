@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import resource
 import sys
@@ -22,11 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-STAGES = ("mel", "encoder", "recurrent", "model_step", "interpolate", "synthesis", "to_uint8")
+log = logging.getLogger(__name__)
+
+STAGES = ("mel", "encoder", "recurrent", "scene", "model_step", "rhythm", "interpolate", "synthesis", "to_uint8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", default=None, help="bundle directory (default: the embedded default)")
+    p.add_argument("--bundle", default=None,
+                   help="bundle directory, a StyleGAN2 .pkl/.pt to import, or random:RES (a random-weight "
+                        "StyleGAN2 of RES px, w 512, as an imported generator; for timing) (default: the embedded default)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="PX",
+                   help="time each of these output sizes in turn (e.g. 256 512 1024); overrides --size")
+    p.add_argument("--atlas-samples", type=int, default=4096, metavar="N",
+                   help="pictures in an imported generator's latent atlas (built once, cached)")
     p.add_argument("--device", default="auto", help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="synthesis precision")
     p.add_argument("--frames", type=int, default=150, help="frames to time (after warm-up)")
@@ -54,8 +63,9 @@ def _aspect(text: str) -> str:
 
 def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "auto", frames: int = 150,
           warmup: int = 15, fps: float = 30.0, model_rate: float | None = None, size: int | str = "native",
-          threads: int = 0, aspect: str = "1:1") -> dict[str, Any]:
-    """Run the benchmark and return its figures."""
+          threads: int = 0, aspect: str = "1:1", atlas_samples: int = 4096) -> dict[str, Any]:
+    """Run the benchmark and return its figures: the sound step (with the atlas scene where the
+    bundle has one), the rhythm layer (onsets -> pulse offsets) and synthesis, per frame."""
     from vjapp.bundles import open_bundle
     from vjapp.engine.controls import Controls
     from vjapp.engine.frames import resolve_device, resolve_dtype, synchronize
@@ -67,9 +77,14 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     torch.set_flush_denormal(True)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    from model.atlas import AtlasSettings
+    from vjapp.engine.offline import RhythmFollower
+
+    bundle_path = prepare_bundle(bundle_path, atlas_samples)
     bundle, where = open_bundle(bundle_path, dev)
     rate = float(model_rate or bundle.info.model_rate)
-    show = Show(bundle, dev, dt, ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
+    show = Show(bundle, dev, dt, ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds),
+                                            atlas=AtlasSettings(samples=atlas_samples)))
     controls = Controls().replace(model_rate=rate, fps=fps, size=size, aspect=aspect)
     show.apply(controls, 0.0, immediate=True)
 
@@ -81,7 +96,9 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     # a tone sweep under noise bursts whose loudness changes every half second
     env = np.repeat(rng.uniform(0.05, 0.8, size=int(seconds * 2) + 1), sr // 2)[: t.size]
     signal = (0.3 * np.sin(2 * np.pi * (110 + 50 * t) * t) + env * rng.standard_normal(t.size) * 0.5)
-    audio = torch.from_numpy(np.clip(signal, -1, 1).astype(np.float32)).to(dev)
+    mono = np.clip(signal, -1, 1).astype(np.float32)
+    audio = torch.from_numpy(mono).to(dev)
+    rhythm = RhythmFollower(show, sr)
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -99,7 +116,10 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
             end = int(tk * sr)
             show.model_step(tk, [audio[max(0, end - show.sound.window_samples):end]])
             next_step += 1
-        show.frame_at(tf)
+        with show.stats.stage("rhythm"):
+            rhythm.hear(mono[rhythm.position:int(tf * sr)])
+            pulse = rhythm.pulse()
+        show.frame_at(tf, pulse)
     synchronize(dev)
     assert started is not None
     wall = time.perf_counter() - started
@@ -117,6 +137,10 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
         "output_size": int(show.renderer.size),
         "output_shape": list(show.renderer.shape),  # [height, width]
         "model_rate": rate,
+        "num_ws": int(bundle.info.num_ws),
+        "w_dim": int(bundle.info.w_dim),
+        "atlas": len(show.atlas) if show.atlas is not None else 0,
+        "scene_on": show.sound.scene_layer is not None,
         "fps": achieved,
         "render_speed_x_realtime_at_fps": achieved / fps,
         "stages_ms": {k: {"p50": v["p50"], "p90": v["p90"]} for k, v in stages.items()},
@@ -125,12 +149,47 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     }
 
 
+def prepare_bundle(spec: str | None, atlas_samples: int) -> str | None:
+    """A bundle directory for ``spec``: itself, or (a .pkl/.pt, or ``random:RES``) an imported
+    generator's bundle with CLIP/F_a of the default and its latent atlas built and cached."""
+
+    from model.atlas import AtlasSettings
+    from model.bundle import load_bundle
+    from vjapp.bundles import open_bundle
+    from vjapp.engine.show import scene_atlas
+    from vjapp.imported import bundle_for_generator, import_generator, imported_dir, is_generator_file
+
+    if spec is None or not (spec.startswith("random:") or is_generator_file(spec)):
+        return spec
+    base, base_name = open_bundle(None, "cpu")
+    if spec.startswith("random:"):
+        from model.stylegan2 import Generator, StyleGAN2Config
+
+        try:
+            res = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"--bundle {spec}: expected random:RES (e.g. random:1024)") from None
+        target = imported_dir() / "bundles" / f"random-{res}"
+        if not (target / "bundle.json").is_file():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                G = Generator(StyleGAN2Config(resolution=res)).eval()  # StyleGAN2 config-f widths, w 512
+            bundle_for_generator(G, base, target, f"random:{res}", base_name=base_name)
+    else:
+        target = import_generator(spec, base, imported_dir(), base_name=base_name)
+    bundle = load_bundle(target, parts=("generator", "clip"))
+    log.info("latent atlas of %s: %d pictures (built once, then cached)", target, atlas_samples)
+    scene_atlas(bundle, build=True, settings=AtlasSettings(samples=atlas_samples))
+    return str(target)
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"vjapp bench — {r['bundle']}",
         f"device {r['device']}  cpu {r['cpu']}  threads {r['torch_threads']}  dtype {r['dtype']}",
-        f"generator {r['resolution']} px -> output {r['output_shape'][1]}x{r['output_shape'][0]} px, "
-        f"model rate {r['model_rate']:g} Hz",
+        f"generator {r['resolution']} px, W+ {r['num_ws']}x{r['w_dim']} -> output "
+        f"{r['output_shape'][1]}x{r['output_shape'][0]} px, model rate {r['model_rate']:g} Hz",
+        f"latent atlas {r['atlas']} pictures, sound scene {'on' if r['scene_on'] else 'off'}, rhythm layer on",
         "",
         f"{'stage':<14}{'p50 ms':>10}{'p90 ms':>10}",
     ]
@@ -162,9 +221,20 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(json.dumps(b, indent=2) if args.json else format_beat(b))
         return 0
+    if args.sizes:
+        try:
+            bundle = prepare_bundle(args.bundle, args.atlas_samples)
+            rows = [bench(bundle, args.device, args.dtype, args.frames, args.warmup, args.fps, args.model_rate,
+                          size_from_text(str(px)), args.threads, args.aspect, args.atlas_samples)
+                    for px in args.sizes]
+        except (CheckpointError, ValueError, RuntimeError) as exc:
+            print(f"vjapp bench: error: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(rows, indent=2) if args.json else format_sizes(rows))
+        return 0
     try:
         r = bench(args.bundle, args.device, args.dtype, args.frames, args.warmup, args.fps, args.model_rate, size,
-                  args.threads, args.aspect)
+                  args.threads, args.aspect, args.atlas_samples)
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"vjapp bench: error: {exc}", file=sys.stderr)
         return 1
@@ -181,3 +251,18 @@ def run(args: argparse.Namespace) -> int:
         for lat in r.get("latency", []):
             print(format_latency(lat))
     return 0
+
+
+def format_sizes(rows: list[dict[str, Any]]) -> str:
+    """One line per output size: fps and per-stage p50 ms (a README table)."""
+    r0 = rows[0]
+    stages = [k for k in STAGES if any(k in r["stages_ms"] for r in rows)]
+    head = (f"vjapp bench — {r0['bundle']}\ndevice {r0['device']}  cpu {r0['cpu']}  threads {r0['torch_threads']}  "
+            f"dtype {r0['dtype']}\ngenerator {r0['resolution']} px, W+ {r0['num_ws']}x{r0['w_dim']}, latent atlas "
+            f"{r0['atlas']} pictures, sound scene {'on' if r0['scene_on'] else 'off'}, rhythm layer on\n"
+            "(per-stage figures: p50 ms)\n")
+    lines = ["| output px | fps | " + " | ".join(stages) + " |", "|---" * (len(stages) + 2) + "|"]
+    for r in rows:
+        cells = [f"{(r['stages_ms'][k]['p50'] or 0):.1f}" if k in r["stages_ms"] else "-" for k in stages]
+        lines.append(f"| {r['output_size']} | {r['fps']:.2f} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines)

@@ -18,7 +18,7 @@ DEFAULT_BUNDLE_DIR = RESOURCES / "default"
 DEMO_AUDIO_DIR = RESOURCES / "demo"
 
 
-# What the show needs: every part (F_a and CLIP serve the latent atlas; CLIP also text prompts).
+# What the show needs: every part a bundle holds (F_a and CLIP serve the latent atlas; absent ones stay None).
 SHOW_PARTS = ("generator", "clip", "audio_encoder", "sound_inversion", "predictor")
 
 

@@ -186,9 +186,32 @@ def _bundle_dir(text: str) -> str:
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"no such bundle folder: {path}")
+    if path.is_file() and path.suffix.lower() in (".pkl", ".pt", ".pth"):
+        return str(path)  # a generator to import (converted, then played; see AppContext.import_at_start)
     if not (path / BUNDLE_FILE).is_file():
         raise argparse.ArgumentTypeError(f"{path} is not a bundle folder (it has no {BUNDLE_FILE})")
     return str(path)
+
+
+def clip_spec(text: str) -> tuple[str, str]:
+    """``--clip ARCH:PATH``: an OpenCLIP architecture and a local weights file."""
+    arch, sep, path = text.partition(":")
+    if not sep or not arch or not path:
+        raise argparse.ArgumentTypeError(f"expected ARCH:PATH (e.g. ViT-B-32:~/clip.safetensors), got {text!r}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such CLIP weights file: {p}")
+    return arch, str(p)
+
+
+def _atlas_samples(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of atlas pictures, got {text!r}")
+    return n
 
 
 def _midi_port(text: str) -> str:
@@ -212,8 +235,13 @@ def _ndi_name(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", type=_bundle_dir, default=None, metavar="DIR",
-                   help="bundle directory; without it, the embedded default (else a random bundle)")
+    p.add_argument("--bundle", type=_bundle_dir, default=None, metavar="DIR|PKL",
+                   help="bundle directory, or a StyleGAN2 .pkl/.pt to import and play; without it, the embedded "
+                        "default (else a random bundle)")
+    p.add_argument("--clip", type=clip_spec, default=None, metavar="ARCH:PATH",
+                   help="real OpenCLIP weights (a local file) for an imported generator's latent atlas")
+    p.add_argument("--atlas-samples", type=_atlas_samples, default=4096, metavar="N",
+                   help="pictures in an imported generator's latent atlas")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--audio", type=_audio_file, default=None, metavar="FILE",
                      help="play this audio file; without --audio or --input, the demo audio plays")

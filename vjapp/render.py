@@ -49,7 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = _HelpFormatter
     p.add_argument("input", help="audio file (WAV, FLAC, OGG, MP3, or a video's audio track)")
     p.add_argument("-o", "--output", required=True, help="MP4 file to write")
-    p.add_argument("--bundle", default=None, help="bundle directory (default: the embedded default)")
+    p.add_argument("--bundle", default=None,
+                   help="bundle directory, or a StyleGAN2 .pkl/.pt to import (default: the embedded default)")
+    p.add_argument("--clip", default=None, metavar="ARCH:PATH",
+                   help="real OpenCLIP weights (a local file) for an imported generator's latent atlas")
+    p.add_argument("--atlas-samples", type=int, default=4096, metavar="N",
+                   help="pictures in an imported generator's latent atlas (built here, cached beside its bundle)")
     p.add_argument("--prompt", default="", help="text prompt for the base latent (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the base latent")
     p.add_argument("--fps", type=float, default=30.0, help="video frames per second")
@@ -231,6 +236,8 @@ def render_file(
     model_rate: float | None = None,
     progress: bool = True,
     stop: SignalStop | None = None,
+    clip: tuple[str, str] | None = None,
+    atlas_samples: int = 4096,
 ) -> RenderReport:
     """Render ``input_path`` to ``output_path``; raises AudioDecodeError, CheckpointError, RecordingError.
 
@@ -238,10 +245,17 @@ def render_file(
     ``OUTPUT.partial`` and moved into place when finished. Stopped by ``stop``'s signal (or a
     KeyboardInterrupt) the file is finished as far as it got and moved into place, or removed if
     it holds no frame; then :class:`RenderInterrupted` says which. On an error it is removed.
+
+    ``bundle_path`` may be a .pkl/.pt generator: it is converted and played with CLIP/F_a of the
+    default bundle (:mod:`vjapp.imported`), its latent atlas (``atlas_samples`` pictures, ``clip``:
+    other CLIP weights) built here with progress in the log and cached beside its bundle.
     """
     from tqdm import tqdm
 
+    from model.atlas import AtlasSettings
     from vjapp.bundles import SHOW_PARTS, open_bundle
+    from vjapp.engine.show import scene_atlas
+    from vjapp.imported import import_generator, imported_dir, is_generator_file
     from vjapp.engine.frames import resolve_device, resolve_dtype
     from vjapp.engine.show import Show, ShowConfig
     from vjapp.engine.offline import ModelStepper, RhythmFollower
@@ -257,12 +271,28 @@ def render_file(
         dev = resolve_device(device)
         slots = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
         needs_clip = bool(controls.prompt) or any(s.source_kind == "prompt" and s.prompt for s in slots)
+        imported = is_generator_file(bundle_path)
+        if imported:
+            base, base_name = open_bundle(None, "cpu")
+            bundle_path = import_generator(bundle_path, base, imported_dir(), clip, base_name)
         bundle, where = open_bundle(bundle_path, dev, parts=None if needs_clip else SHOW_PARTS)
         log.info("rendering with %s", where)
         rate = float(model_rate or bundle.info.model_rate)
         controls = controls.replace(model_rate=rate)
+        last_log = [0.0]
+
+        def atlas_progress(done: int, total: int) -> None:
+            if time.perf_counter() - last_log[0] > 2.0 or done == total:
+                last_log[0] = time.perf_counter()
+                log.info("latent atlas: %d / %d pictures", done, total)
+
         show = Show(bundle, dev, resolve_dtype(dtype, dev),
-                    ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
+                    ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds),
+                               build_atlas=imported, atlas=AtlasSettings(samples=atlas_samples)),
+                    atlas=scene_atlas(bundle, True, AtlasSettings(samples=atlas_samples), atlas_progress)
+                    if imported else None)
+        for note in show.messages:
+            log.warning(note)
         show.resolve_prompts(controls)
         show.apply(controls, 0.0, immediate=True)  # start on the requested picture, no fade-in
 
@@ -401,8 +431,17 @@ def run(args: argparse.Namespace) -> int:
         try:
             controls = Controls().replace(prompt=args.prompt, seed=args.seed, fps=args.fps,
                                           size=size_from_text(args.size), aspect=args.aspect, gain=args.gain)
+            clip = None
+            if args.clip:
+                from vjapp.gui import clip_spec
+
+                try:
+                    clip = clip_spec(args.clip)
+                except argparse.ArgumentTypeError as exc:
+                    raise ValueError(f"--clip: {exc}") from exc
             report = render_file(args.input, args.output, controls, args.bundle, args.device, args.dtype,
-                                 args.model_rate, progress=not args.quiet, stop=stop)
+                                 args.model_rate, progress=not args.quiet, stop=stop, clip=clip,
+                                 atlas_samples=args.atlas_samples)
         except (AudioDecodeError, CheckpointError, RecordingError, ControlError, ValueError, RuntimeError) as exc:
             print(f"vjapp render: error: {exc}; no file written", file=sys.stderr)
             return 1

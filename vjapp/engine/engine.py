@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from model.atlas import AtlasSettings
 from model.bundle import Bundle
 from vjapp.audio import AudioSource, resample, to_mono
 from vjapp.audio.rhythm import BeatClock, RhythmAnalyzer, RhythmSnapshot, TapTempo
@@ -72,6 +73,7 @@ class EngineConfig:
     threads: int = 0  # torch CPU threads for the engine (0: leave torch's default)
     interp: str = "cubic"  # linear | cubic
     error_backoff_s: float = 0.2  # pause after a failed iteration, so errors cannot spin the CPU
+    atlas_samples: int = AtlasSettings.samples  # the latent atlas looked up in the cache (vjapp.atlas_build --samples)
 
 
 class Engine:
@@ -124,6 +126,8 @@ class Engine:
         # analysed hops waiting to be heard: (due time, band strengths, loudness, beat state)
         self._hop_queue: deque[tuple[float, tuple[float, float, float], float, Any]] = deque()
         self.quantizer = ChangeQuantizer()
+        self._atlas_request = threading.Event()  # attach the cached atlas at the next iteration
+        self.atlas_attached: Callable[[bool, str], None] | None = None  # (scene on, what happened), engine thread
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -148,6 +152,27 @@ class Engine:
     def set_sources(self, sources: Sequence[AudioSource]) -> None:
         """Swap the audio sources; the engine picks them up at its next model step."""
         self._sources.put(tuple(sources))
+
+    def attach_atlas(self) -> None:
+        """Any thread: load the generator's cached latent atlas (built by ``python -m vjapp.atlas_build``)
+        and give it to the show at the engine's next iteration; :attr:`atlas_attached` hears how it went."""
+        self._atlas_request.set()
+
+    def _attach_atlas_now(self, show: Show) -> None:
+        from vjapp.engine.show import scene_atlas
+
+        self._atlas_request.clear()
+        atlas = scene_atlas(self.bundle, build=False, settings=AtlasSettings(samples=self.config.atlas_samples))
+        if atlas is None:
+            on, text = False, "no latent atlas is cached for this generator: sound meaning stays off"
+        else:
+            on = show.attach_atlas(atlas)
+            reason = show.meaning_off_reason()
+            text = (f"latent atlas attached ({len(atlas)} pictures): the sound's meaning moves this generator"
+                    if on else f"latent atlas attached for text prompts; sound meaning off: {reason}")
+        log.info(text)
+        if self.atlas_attached is not None:
+            self.atlas_attached(on, text)
 
     def tap_tempo(self) -> None:
         """A tap (button, pad, OSC): any thread."""
@@ -190,7 +215,8 @@ class Engine:
         dtype = resolve_dtype(self.config.dtype, device)
         self.bundle.to(device)
         pipeline = PipelineConfig(window_seconds=self.bundle.info.segment_seconds)
-        self.show = Show(self.bundle, device, dtype, ShowConfig(pipeline=pipeline, interp=self.config.interp),
+        self.show = Show(self.bundle, device, dtype, ShowConfig(pipeline=pipeline, interp=self.config.interp,
+                                                         atlas=AtlasSettings(samples=self.config.atlas_samples)),
                          self.stats)
         for note in self.show.messages:
             self._report(note)
@@ -208,6 +234,8 @@ class Engine:
         notes_seen = len(show.messages)
         while not self._stop.is_set():
             try:
+                if self._atlas_request.is_set():
+                    self._attach_atlas_now(show)
                 newer = self.controls.get_if_newer(version)
                 step_dt = 1.0 / controls.model_rate
                 if newer is not None:

@@ -15,7 +15,7 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -113,6 +113,33 @@ class PromptSearch:
         self._text: torch.Tensor | None = None
         self._done = 0
         self._best: SearchResult | None = None
+        # with a latent atlas (set_atlas) a prompt resolves at once to the atlas blend for its text
+        self._atlas: Any = None  # model.atlas.AtlasSteering
+        self._num_ws = 0
+
+    def set_atlas(self, steering: Any, num_ws: int) -> None:
+        """Resolve prompts through ``steering`` (an :class:`model.atlas.AtlasSteering`) from now on:
+        no candidates are rendered; cached results of the old search are dropped."""
+        self._atlas, self._num_ws = steering, int(num_ws)
+        self._cache.clear()
+        self._prompt, self._text, self._best = None, None, None
+
+    @property
+    def uses_atlas(self) -> bool:
+        return self._atlas is not None
+
+    @torch.no_grad()
+    def _from_atlas(self, prompt: str) -> SearchResult:
+        text = self._encode_text([prompt]).to(self._device).float()  # [1, D]
+        w = self._atlas.target(text)[0].to(self._device)  # [w_dim]
+        score = float(self._atlas.nearest_similarity(text)[0])
+        result = SearchResult(prompt, w[None].expand(self._num_ws, -1).clone(), score, len(self._atlas.atlas))
+        self._cache[prompt] = result
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        log.info("prompt %r: atlas blend (nearest of %d entries at CLIP similarity %.3f)", prompt,
+                 result.candidates, score)
+        return result
 
     @property
     def pending(self) -> str | None:
@@ -126,10 +153,13 @@ class PromptSearch:
         return hit
 
     def request(self, prompt: str) -> SearchResult | None:
-        """Start searching ``prompt`` (dropping any other search); returns the result if cached."""
+        """Start searching ``prompt`` (dropping any other search); returns the result if cached
+        (with an atlas: always, resolved now)."""
         hit = self.cached(prompt)
         if hit is not None or prompt == self._prompt:
             return hit
+        if self._atlas is not None:
+            return self._from_atlas(prompt)
         self._prompt = prompt
         self._text = None
         self._done = 0

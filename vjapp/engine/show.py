@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model.audio_features import LogMel
-from model.atlas import AtlasSteering, LatentAtlas, atlas_for, cached_atlas
+from model.atlas import AtlasSettings, AtlasSteering, LatentAtlas, Progress, atlas_for, cached_atlas
 from model.bundle import Bundle
 from model.clip import class_text_embeddings
 from vjapp.audio.rhythm import BeatState
@@ -45,15 +45,17 @@ def on_beat_weight(state: BeatState | None, offbeat: float) -> float:
     return 1.0 - x * (1.0 - offbeat)
 
 
-def scene_atlas(bundle: Bundle, build: bool = False) -> LatentAtlas | None:
+def scene_atlas(bundle: Bundle, build: bool = False, settings: AtlasSettings = AtlasSettings(),
+                progress: Progress | None = None) -> LatentAtlas | None:
     """The generator's latent atlas for this bundle's CLIP: the cached one, else (``build``) built and
-    cached now; None when the bundle has no CLIP or F_a to use one, or none is cached and not ``build``."""
-    if bundle.generator is None or bundle.clip is None or bundle.audio_encoder is None:
+    cached now; None when the bundle has no CLIP to make one, or none is cached and not ``build``.
+    (Without F_a the atlas still serves text prompts.)"""
+    if bundle.generator is None or bundle.clip is None:
         return None
     root = getattr(bundle, "root", None)
     if build:
-        return atlas_for(bundle.generator, bundle.clip, root)
-    atlas = cached_atlas(bundle.generator, bundle.clip, root)
+        return atlas_for(bundle.generator, bundle.clip, root, settings, progress)
+    atlas = cached_atlas(bundle.generator, bundle.clip, root, settings)
     if atlas is None:
         log.info("no latent atlas is cached for this generator: the sound's scene layer is off until one is built")
     return atlas
@@ -70,6 +72,7 @@ class ShowConfig:
     interp: str = "cubic"  # W+ interpolation between model steps: "linear" or "cubic"
     scene: SceneDynamics = SceneDynamics()  # how the atlas scene follows the sound
     build_atlas: bool = False  # build the generator's atlas here when it is not cached (minutes on a CPU)
+    atlas: AtlasSettings = AtlasSettings()  # which atlas (its size) is looked up or built
 
     def __post_init__(self) -> None:
         if self.pipeline is None:
@@ -89,16 +92,12 @@ class Show:
         G = bundle.generator.to(device).eval()
         self.G = G
         self.renderer = FrameRenderer(G, device, dtype, native_size=bundle.info.display_size)
-        self.atlas = atlas if atlas is not None else scene_atlas(bundle, build=self.config.build_atlas)
-        scene = None
-        if self.atlas is not None and bundle.audio_encoder is not None:
-            anchors = class_text_embeddings(bundle.clip, bundle.info.labels) if bundle.info.labels else None
-            scene = SceneLayer(bundle.audio_encoder, AtlasSteering(self.atlas, anchors=anchors), self.config.scene,
-                               bundle.info.segment_seconds)
+        self.messages: list[str] = []  # user-facing notes (e.g. "no CLIP: prompts disabled")
+        self.atlas: LatentAtlas | None = None
         self.sound = SoundToLatent(
             LogMel(bundle.info.mel), bundle.sound_inversion, bundle.predictor,
             G.mapping.w_avg.detach(), bundle.info.layer_groups, device, self.config.pipeline, self.stats,
-            scene=scene, num_ws=G.num_ws,
+            scene=None, num_ws=G.num_ws,
         )
         self.num_ws, self.w_dim = G.num_ws, G.w_dim
         self.bank = LatentBank(lambda z: G.mapping(z, truncation_psi=1.0), G.z_dim, device)
@@ -115,6 +114,8 @@ class Show:
                 z_dim=G.z_dim, device=device,
                 candidates=self.config.prompt_candidates, batch=self.config.prompt_batch,
             )
+        self.attach_atlas(atlas if atlas is not None else scene_atlas(bundle, build=self.config.build_atlas,
+                                                                      settings=self.config.atlas))
         self.base = Crossfade(self.bank.for_seed(0), self.config.crossfade_seconds)
         # 32 keyframes: room for offline render's batches of frames ahead of the model steps
         self.timeline = LatentTimeline(self.num_ws, self.w_dim, capacity=32, device=device,
@@ -124,7 +125,54 @@ class Show:
         # the rhythm layer: the generator's own directions, pushed by band envelopes at frame time
         self.directions: LatentDirections = directions_for(G, getattr(bundle, "root", None)).to(device)
         self.pulses = PulseEnvelopes()
-        self.messages: list[str] = []  # user-facing notes (e.g. "no CLIP: prompts disabled")
+        self._meaning_note()
+
+    # ---------------------------------------------------------------- the atlas (sound meaning)
+    def meaning_off_reason(self) -> str | None:
+        """Why the sound's meaning (F_a -> atlas scene) is not playing, or None when it is."""
+        b = self.bundle
+        if b.clip is None:
+            return "this bundle has no CLIP model"
+        if b.audio_encoder is None:
+            return ("this bundle has no F_a for its CLIP (train one: vjapp-train adapt / clip_audio); "
+                    "text prompts still steer through the atlas")
+        if int(b.audio_encoder.config.embed_dim) != int(b.clip.embed_dim):
+            return (f"F_a embeds into {b.audio_encoder.config.embed_dim} dims but this CLIP into "
+                    f"{b.clip.embed_dim}: F_a must be trained for this CLIP (vjapp-train adapt / clip_audio)")
+        if self.atlas is None:
+            return "the generator's latent atlas is not built yet"
+        return None
+
+    def _meaning_note(self) -> None:
+        reason = self.meaning_off_reason()
+        if reason is not None and self.sound.inversion is None:
+            self._note(f"sound meaning off: {reason}; playing the rhythm layer")
+        elif reason is not None:
+            log.info("atlas scene off: %s", reason)
+
+    def attach_atlas(self, atlas: LatentAtlas | None) -> bool:
+        """Use ``atlas`` for the sound's scene layer (when F_a serves this CLIP) and for text prompts;
+        engine thread only. Returns True when the sound's scene layer is on."""
+        self.atlas = atlas
+        if atlas is None:
+            return False
+        steering = AtlasSteering(atlas)
+        if self.search is not None:
+            self.search.set_atlas(steering, self.num_ws)
+        b = self.bundle
+        if self.meaning_off_reason() is not None:
+            return False
+        self.sound.scene_layer = None
+        # the sound's steering also weighs the prompt of the class the sound is nearest to
+        anchors = class_text_embeddings(b.clip, b.info.labels) if b.info.labels else None
+        layer = SceneLayer(b.audio_encoder, AtlasSteering(atlas.to(self.device), anchors=anchors), self.config.scene,
+                           b.info.segment_seconds)
+        layer.audio_encoder.to(self.device).eval()
+        layer.steering.atlas = layer.steering.atlas.to(self.device)
+        self.sound.segment_samples = int(round(layer.segment_seconds * self.sound.sample_rate))
+        self.sound.scene = None
+        self.sound.scene_layer = layer
+        return True
 
     # ---------------------------------------------------------------- controls -> latents
     def apply(self, controls: Controls, now: float, immediate: bool = False, fade_s: float | None = None) -> None:

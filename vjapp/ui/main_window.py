@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from PyQt6.QtCore import QByteArray, QObject, QProcess, QSettings, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PyQt6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -295,6 +295,7 @@ class MainWindow(QMainWindow):
         self.output = output
         self.setWindowTitle("vjapp")
         self.setObjectName("main_window")
+        self.setAcceptDrops(True)  # a bundle directory or a .pkl/.pt generator
         self._bindings: list[_Binding] = []
         self._sliders: dict[str, ControlSlider] = {}
         self._learn_menus: dict[str, MidiLearnMenu] = {}
@@ -868,6 +869,22 @@ class MainWindow(QMainWindow):
         self.view_menu.addSeparator()
         self.output.build_menu(self.view_menu)
 
+    # ================================================================== drops
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
+        from vjapp.ui.atlas_job import droppable_path
+
+        if droppable_path(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
+        """A bundle directory or a .pkl/.pt generator dropped onto the window: load or import it."""
+        from vjapp.ui.atlas_job import droppable_path
+
+        path = droppable_path(event.mimeData())
+        if path is not None:
+            event.acceptProposedAction()
+            self.choose_bundle_path(path)
+
     # ================================================================== actions
     def choose_bundle_path(self, path: str) -> None:
         """A bundle directory loads; a .pkl/.pt file is converted first, then played as a bundle."""
@@ -974,7 +991,8 @@ class MainWindow(QMainWindow):
         self.convert_progress.hide()
         self.import_button.setEnabled(True)
         if ok:
-            self.convert_label.setText(f"converted to {stem}; loading it with this bundle's audio models…")
+            self.convert_label.setText(f"converted to {stem}; building its bundle (it plays at once, the latent "
+                                       "atlas follows)…")
             self.backend.adopt_generator(stem)
         else:
             self.convert_label.setText(f"conversion failed: {message}")

@@ -15,7 +15,17 @@ from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QRect, QSize, Qt, pyqtSignal
-from PyQt6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QImage, QKeyEvent, QPainter
+from PyQt6.QtGui import (
+    QAction,
+    QActionGroup,
+    QColor,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QKeyEvent,
+    QPainter,
+)
 from PyQt6.QtWidgets import QMenu, QWidget
 
 log = logging.getLogger(__name__)
@@ -80,6 +90,7 @@ class OutputWindow(QWidget):
     fullscreen_changed = pyqtSignal(bool)
     scale_mode_changed = pyqtSignal(str)
     screen_changed = pyqtSignal(int)
+    dropped = pyqtSignal(str)  # a bundle directory or generator file dropped onto the output
 
     def __init__(self, parent: QWidget | None = None, scale_mode: str = "fit", screen_index: int = 0) -> None:
         super().__init__(parent, Qt.WindowType.Window)
@@ -89,6 +100,7 @@ class OutputWindow(QWidget):
         self.resize(640, 640)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAcceptDrops(True)
         self._image: QImage | None = None
         self._array: np.ndarray | None = None  # keeps the QImage's memory alive
         self.frame_index = -1
@@ -211,6 +223,20 @@ class OutputWindow(QWidget):
         self.hide()
 
     # ------------------------------------------------------------------ input
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
+        from vjapp.ui.atlas_job import droppable_path
+
+        if droppable_path(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
+        from vjapp.ui.atlas_job import droppable_path
+
+        path = droppable_path(event.mimeData())
+        if path is not None:
+            event.acceptProposedAction()
+            self.dropped.emit(path)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
         if event.key() == Qt.Key.Key_F:
             self.toggle_fullscreen()
