@@ -59,6 +59,7 @@ from vjapp.engine.controls import (
     CONTROL_SPECS,
     LAYER_GROUPS,
     MAX_SEED,
+    MEANINGS,
     NOISE_MODES,
     QUANTIZE_MODES,
     SOURCE_KINDS,
@@ -665,7 +666,12 @@ class MainWindow(QMainWindow):
         inner.addWidget(self._slider("gain", "Overall gain"))
         inner.addWidget(self._slider("smoothing", "Smoothing"))
         inner.addWidget(self._slider("loudness_reactivity", "Loudness reactivity"))
-        inner.addWidget(self._slider("semantic_reach", "Meaning reach"))
+        meaning = QHBoxLayout()
+        meaning.addWidget(QLabel("Meaning"))
+        meaning.addWidget(self._combo("meaning", MEANINGS), 1)  # scene (atlas) | offsets (E_a) | both
+        inner.addLayout(meaning)
+        inner.addWidget(self._slider("scene", "Scene"))
+        inner.addWidget(self._slider("semantic_reach", "Offset reach"))
         for group in LAYER_GROUPS:
             inner.addWidget(self._slider(f"group_gains.{group}", f"Gain {group}"))
         for group in LAYER_GROUPS:
