@@ -476,3 +476,31 @@ def test_camera_moves_land_on_the_beat_when_quantised() -> None:
     assert applied.camera.x == 0.0 and q.due(1.3) is None
     landed = q.due(1.5)
     assert landed is not None and landed.camera.x == 0.5
+
+
+def test_kicks_push_the_stylegan3_camera(tmp_path: Path) -> None:
+    """The rhythm layer drives the camera: the low band's pulse pushes it sideways (mid turns it),
+    live (Show.frame_at) and in render (per-frame cameras), and not with the rhythm layer off."""
+    from model.bundle import load_bundle
+    from vjapp.engine.controls import Controls
+    from vjapp.engine.show import Show
+
+    bundle = load_bundle(stylegan3_bundle_dir(tmp_path))
+    show = Show(bundle, torch.device("cpu"), torch.float32)
+    controls = Controls()
+    controls = controls.replace(rhythm=controls.rhythm.replace(camera_turn=20.0))
+    show.apply(controls, 0.0, immediate=True)
+    assert show.camera_now() == (0.0, 0.0, 0.0)
+    show.listen([[1.0, 0.0, 0.0]] * 5, 0.01, 1.0)  # a kick: the low band's envelope rises
+    x, y, turn = show.camera_now()
+    assert 0.6 * controls.rhythm.camera_push < x <= controls.rhythm.camera_push and y == 0.0 and turn == 0.0
+    show.listen([[0.0, 1.0, 0.0]] * 5, 0.01, 1.0)  # a mid-band onset turns it
+    assert show.camera_now()[2] > 10.0
+    ws = bundle.generator.mapping(z_batch(1, seed=5).repeat(1, 4), truncation_psi=PSI).detach()
+    pushed = show.renderer.images(ws, cameras=[show.camera_now()])
+    cx, cy, cr = show.camera_now()
+    assert_images_close(bundle.generator.synthesis(ws, camera=camera_matrix((cx, cy), cr)), pushed)
+    still = show.renderer.images(ws, cameras=[(0.0, 0.0, 0.0)])
+    assert float((pushed - still).abs().max()) > 0.1 * float(still.std())
+    show.apply(controls.replace(rhythm=controls.rhythm.replace(amount=0.0)), 0.0, immediate=True)
+    assert show.camera_now() == (0.0, 0.0, 0.0)  # the rhythm layer off: the camera stays put

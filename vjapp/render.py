@@ -346,7 +346,7 @@ def render_file(
                     steps.until(times[-1] + step_dt)  # one step ahead: frames sit between real keyframes
                     pulses = rhythm.pulses_at(times, sr_model, lambda a, b: track.window(b, b - a) * weight,
                                               track.mono_end)
-                    for k, frame in zip(idx, show.frames_at(times, pulses)):
+                    for k, frame in zip(idx, show.frames_at(times, pulses, rhythm.cameras)):
                         last = n_frames is not None and k == n_frames - 1
                         audio_end = track.read_frames if last else int(round((k + 1) / fps * track.rate))
                         if last:

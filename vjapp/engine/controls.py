@@ -399,6 +399,10 @@ class Rhythm(_Validated):
     mid: MidPulse = _nested(MidPulse)
     high: HighPulse = _nested(HighPulse)
     offbeat: float = _ctl(0.3, FloatSpec(0.0, 1.0, "size of pulses off the beat (1 = every onset alike)"))
+    camera_push: float = _ctl(0.05, FloatSpec(0.0, 0.5, "kicks (the low band's pulse) push the camera sideways by "
+                                                        "up to this many picture heights (StyleGAN3)"))
+    camera_turn: float = _ctl(0.0, FloatSpec(0.0, 45.0, "mid-band pulses turn the camera by up to this many "
+                                                        "degrees (StyleGAN3)"))
     quantize: str = _ctl("off", ChoiceSpec(QUANTIZE_MODES, "seed/prompt/mix/preset changes land on the next beat or bar"))
     tempo_source: str = _ctl("audio", ChoiceSpec(TEMPO_SOURCES, "tempo from the audio, tap tempo, or an external clock"))
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.generators import AnyGenerator, prepare_generator, supports_camera
+from model.stylegan3 import camera_matrix
 from vjapp.engine.controls import aspect_ratio, frame_shape
 
 log = logging.getLogger(__name__)
@@ -101,15 +103,19 @@ class FrameRenderer:
         return frame_shape(self.size, self.aspect)
 
     @torch.no_grad()
-    def images(self, ws: torch.Tensor, noise_mode: str = "const", aspect: str | None = None) -> torch.Tensor:
+    def images(self, ws: torch.Tensor, noise_mode: str = "const", aspect: str | None = None,
+               cameras: Sequence[tuple[float, float, float]] | None = None) -> torch.Tensor:
         """ws ``[N, num_ws, w_dim]`` -> float images ``[N, 3, H, W]`` in [-1, 1] of :attr:`shape`
-        (of ``aspect`` instead of the renderer's, when given: e.g. square for CLIP)."""
+        (of ``aspect`` instead of the renderer's, when given: e.g. square for CLIP). ``cameras``: one
+        ``(x, y, rotate)`` per image (StyleGAN3; ignored by generators without a camera)."""
         aspect = aspect or self.aspect
         ratio = aspect_ratio(aspect)
         ws = ws.to(self.device)
+        kwargs: dict = {} if ratio == 1.0 else {"aspect": ratio}
+        if cameras is not None and self.has_camera:
+            kwargs["camera"] = torch.stack([camera_matrix((x, y), r) for x, y, r in cameras]).to(self.device)
         # aspect 1 calls synthesis as before, so a generator without the keyword still renders squares
-        img = (self.fast.synthesis(ws, noise_mode=noise_mode) if ratio == 1.0
-               else self.fast.synthesis(ws, noise_mode=noise_mode, aspect=ratio)).float()
+        img = self.fast.synthesis(ws, noise_mode=noise_mode, **kwargs).float()
         h, w = frame_shape(self.size, aspect)
         if img.shape[-2:] != (h, w):
             down = h < img.shape[-2]

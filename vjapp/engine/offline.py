@@ -62,6 +62,7 @@ class RhythmFollower:
         self.show = show
         self.analyzer = RhythmAnalyzer(int(sample_rate))
         self.position = 0  # samples heard so far
+        self.cameras: list[tuple[float, float, float]] = []  # set by pulses_at
 
     def hear(self, samples: np.ndarray) -> None:
         """The next mono samples (in order, any length): onsets, tempo, pulse envelopes."""
@@ -80,11 +81,13 @@ class RhythmFollower:
         """The pulse at each time (ascending), hearing the audio up to it first, as live.
         ``read(start, end)`` gives those mono samples at ``rate``; ``available`` samples exist."""
         out = []
+        self.cameras = []  # the camera at each of these times (the rhythm layer's push and turn)
         for t in times:
             end = min(int(round(t * rate)), available)
             if end > self.position:
                 self.hear(read(self.position, end))
             out.append(self.pulse())
+            self.cameras.append(self.show.camera_now())
         return out
 
 

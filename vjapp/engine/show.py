@@ -276,10 +276,20 @@ class Show:
         return pulse_offset(self.pulses.value, (r.low.gain, r.mid.gain, r.high.gain), groups, r.amount,
                             self.directions, self.sound.masks)
 
+    def camera_now(self) -> tuple[float, float, float]:
+        """The camera ``(x, y, rotate)`` now: the controls' plus the rhythm layer's push (the low band's
+        envelope, sideways) and turn (the mid band's); StyleGAN3 draws through it."""
+        c, r = self.controls.camera, self.controls.rhythm
+        env = self.pulses.value
+        on = r.amount > 0.0
+        return (c.x + (r.camera_push * float(env[0]) if on else 0.0), c.y,
+                c.rotate + (r.camera_turn * float(env[1]) if on else 0.0))
+
     # ---------------------------------------------------------------- frames
     def frame_at(self, t: float, pulse: torch.Tensor | None = None) -> np.ndarray:
-        """The uint8 frame ``[H, W, 3]`` for display time ``t``, plus a pulse offset."""
-        return self.frames_at([t], None if pulse is None else [pulse])[0]
+        """The uint8 frame ``[H, W, 3]`` for display time ``t``, plus a pulse offset (live: the
+        camera follows the pulse envelopes now)."""
+        return self.frames_at([t], None if pulse is None else [pulse], [self.camera_now()])[0]
 
     def ws_at(self, times: Sequence[float], pulses: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """The W+ ``[B, L, C]`` shown at ``times``: the interpolated semantic latent, plus each
@@ -291,14 +301,14 @@ class Show:
                     ws[i] += p
         return ws
 
-    def frames_at(self, times: Sequence[float],
-                  pulses: Sequence[torch.Tensor | None] | None = None) -> list[np.ndarray]:
+    def frames_at(self, times: Sequence[float], pulses: Sequence[torch.Tensor | None] | None = None,
+                  cameras: Sequence[tuple[float, float, float]] | None = None) -> list[np.ndarray]:
         """Frames for several display times, synthesized as one batch (offline render); each may
-        carry a pulse offset (see :meth:`ws_at`)."""
+        carry a pulse offset (see :meth:`ws_at`) and a camera (:meth:`camera_now` at its time)."""
         with self.stats.stage("interpolate"):
             ws = self.ws_at(times, pulses)
         with self.stats.stage("synthesis"):
-            imgs = self.renderer.images(ws, self.controls.noise_mode)
+            imgs = self.renderer.images(ws, self.controls.noise_mode, cameras=cameras)
         with self.stats.stage("to_uint8"):
             frames = [to_uint8(img) for img in imgs]
         for _ in frames:

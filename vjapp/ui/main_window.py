@@ -644,6 +644,8 @@ class MainWindow(QMainWindow):
         inner.addWidget(self._slider("rhythm.attack", "Attack (s)", decimals=3))
         inner.addWidget(self._slider("rhythm.release", "Release (s)", decimals=3))
         inner.addWidget(self._slider("rhythm.offbeat", "Off-beat pulses"))
+        inner.addWidget(self._slider("rhythm.camera_push", "Kick pushes camera"))  # StyleGAN3
+        inner.addWidget(self._slider("rhythm.camera_turn", "Mid turns camera", decimals=1))
         for band in ("low", "mid", "high"):
             line = QHBoxLayout()
             line.addWidget(self._slider(f"rhythm.{band}.gain", f"{band.capitalize()} band gain"), 3)
