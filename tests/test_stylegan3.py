@@ -504,3 +504,37 @@ def test_kicks_push_the_stylegan3_camera(tmp_path: Path) -> None:
     assert float((pushed - still).abs().max()) > 0.1 * float(still.std())
     show.apply(controls.replace(rhythm=controls.rhythm.replace(amount=0.0)), 0.0, immediate=True)
     assert show.camera_now() == (0.0, 0.0, 0.0)  # the rhythm layer off: the camera stays put
+
+
+def test_a_stylegan3_pickle_plays_in_render_with_sound_meaning_and_beats(tmp_path: Path, monkeypatch) -> None:
+    """`vjapp render --bundle G.pkl` of a StyleGAN3-t pickle: converted, its latent atlas built and
+    cached beside the imported bundle, and the frames move with the sound (scene + kicks)."""
+    import av
+    import soundfile as sf
+
+    from model.bundle import read_bundle_info
+
+    G = reference("t")
+    with torch.no_grad():  # w that differ with z and move the picture, as a trained network's do (at random
+        # init the mapping's 0.01 learning-rate gain makes every w nearly the same)
+        for name, p in G.mapping.named_parameters():
+            if name.endswith("weight"):
+                p.mul_(100.0)
+        G.synthesis.input.affine.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(4))
+    pkl = write_pickle(tmp_path / "sg3t.pkl", G)
+    monkeypatch.setenv("VJAPP_IMPORT_DIR", str(tmp_path / "imp"))
+    sr = 22050
+    t = np.arange(int(2.0 * sr)) / sr
+    kicks = np.exp(-((t % 0.5) * 30.0)) * np.sin(2 * np.pi * 60 * t)
+    wav = tmp_path / "kick.wav"
+    sf.write(wav, (0.6 * kicks + 0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(wav), "-o", str(out), "--bundle", str(pkl), "--fps", "10", "--atlas-samples", "24",
+                 "--quiet", "--device", "cpu"]) == 0
+    root = tmp_path / "imp" / "bundles" / "sg3t"
+    assert read_bundle_info(root).num_ws == G.num_ws
+    assert list((root / "cache").glob("atlas-*.safetensors"))  # the sound's meaning had an atlas to go to
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24").astype(np.float32) for f in c.decode(video=0)]
+    assert len(frames) == 20
+    assert np.mean([np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]) > 0.5
