@@ -173,6 +173,22 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir_filter2d(y, f, ((fw + 1) // 2, (fw - 2) // 2), gain=4.0)
 
 
+def upsample_matrix(taps: Sequence[float], size: int) -> torch.Tensor:
+    """The 1-D operator of ``upsample2d`` for the separable filter ``setup_filter(taps)``: a
+    ``[2*size, size]`` matrix A with ``upsample2d(x, f) == A @ x @ A.T`` for x ``[..., size, size]``."""
+    t = torch.as_tensor(list(taps), dtype=torch.float64)
+    t = t * 2.0 / t.sum()  # 1-D taps; the 2-D filter is their outer product with gain 4 = 2 * 2
+    fw = t.numel()
+    p0 = (fw + 1) // 2
+    a = torch.zeros(2 * size, size, dtype=torch.float64)
+    for j in range(2 * size):  # u[j] = sum_k z[j + k - p0] * t[fw - 1 - k], z[2i] = x[i]
+        for k in range(fw):
+            m = j + k - p0
+            if m % 2 == 0 and 0 <= m // 2 < size:
+                a[j, m // 2] += t[fw - 1 - k]
+    return a.float()
+
+
 def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """NVIDIA ``conv2d_resample(x, w, f, up=2, padding=k//2, flip_weight=False)``.
 
@@ -518,20 +534,26 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
 
 # ----------------------------------------------------------------------------------------------
 # Fast inference path
+#
+# The same arithmetic as the reference layers above, arranged for few, large operations:
+# * every layer's styles come from one batched matmul over all layers, and every conv layer's
+#   demodulation coefficients from a second one (instead of two small matmuls per layer);
+# * the lrelu gain sqrt(2) is folded into the demodulation coefficients and into the bias (lrelu
+#   is positively homogeneous), the const-mode noise into a per-layer bias map;
+# * at batch 1 the styles and demodulation coefficients are folded into the (small) weight where
+#   that is cheaper than scaling the activations; otherwise the input is scaled by the styles
+#   and the output by the coefficients around one convolution with the shared weight;
+# * the up-sampling FIR runs as a padded depthwise convolution (no separate pad pass).
 
 
 _DTYPES = {torch.float32, torch.bfloat16, torch.float16}
 
 
 class _FastConv(nn.Module):
-    """One SynthesisLayer prepared for inference: gains folded, weights pre-cast, noise+bias fused.
+    """One SynthesisLayer prepared for inference: weights pre-cast, noise and bias fused.
 
-    Computes ``lrelu(demod * conv(x * s, W) + noise + b) * sqrt(2)`` as NVIDIA, with sqrt(2) folded
-    into the demodulation coefficients and the (noise + bias) term (lrelu is positively
-    homogeneous). For batch 1 it folds styles and demodulation into the weight when the weight is
-    smaller than the input activations (high-resolution layers, few channels), otherwise it
-    scales the activations around one convolution with the shared weight (low resolution, many
-    channels); both are exact rewrites of the same sum.
+    ``forward(x, s, d)`` takes this layer's styles ``s`` [N, I] and demodulation coefficients
+    ``d`` [N, O] (sqrt(2) folded in), computed for all layers at once by the owner.
     """
 
     def __init__(self, layer: SynthesisLayer, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
@@ -544,17 +566,11 @@ class _FastConv(nn.Module):
         self.conv_clamp = layer.conv_clamp
         w = layer.weight.detach().float().clone()  # [O, I, k, k], a copy: the fast module is frozen
         out_ch, in_ch, kh, kw = w.shape
+        self.in_channels, self.out_channels = in_ch, out_ch
         in_res = layer.resolution // layer.up
         # Batch-1 strategy: which tensor is cheaper to scale, the weight or the input?
         self.fold_weights = out_ch * in_ch * kh * kw <= in_ch * in_res * in_res
-        a = layer.affine
-        self.register_buffer("affine_w", (a.weight.detach().float() * a.weight_gain).t().contiguous())  # [w_dim, I]
-        self.register_buffer("affine_b", (a.bias.detach().float() * a.bias_gain).contiguous())  # [I]
-        self.register_buffer("w2", w.square().sum(dim=[2, 3]).t().contiguous())  # [I, O]
-        if self.up == 2:
-            wt = w.transpose(0, 1).contiguous()  # [I, O, k, k] as conv_transpose2d wants it
-        else:
-            wt = w
+        wt = w.transpose(0, 1).contiguous() if self.up == 2 else w  # conv_transpose2d wants [I, O, k, k]
         self.register_buffer("weight_f32", wt)
         self.register_buffer("weight", wt.to(dtype).contiguous(memory_format=memory_format))
         f = layer.resample_filter.detach().float()
@@ -562,49 +578,36 @@ class _FastConv(nn.Module):
         if self.up == 2:
             fw = f.shape[-1]
             p = kw // 2
-            px0 = p + (fw + 1) // 2 - (kw - 1)
-            px1 = p + (fw - 2) // 2 - (kw - 2)
-            self.fir_pad = (px0, px1)
-            if px0 < 0 or px1 < 0:
+            self.fir_pad = (p + (fw + 1) // 2 - (kw - 1), p + (fw - 2) // 2 - (kw - 2))
+            if min(self.fir_pad) < 0:
                 raise ValueError("unsupported filter/kernel size combination for the fast path")
         self.register_buffer("fir", (f.flip([0, 1]) * 4.0)[None, None].repeat(out_ch, 1, 1, 1).to(dtype)
                              .contiguous(memory_format=memory_format))  # [O, 1, fh, fw]
-        gain = LRELU_GAIN
         b = layer.bias.detach().float()[None, :, None, None]  # [1, O, 1, 1]
         ns = float(layer.noise_strength.detach())
-        self.noise_strength_gain = ns * gain
-        self.register_buffer("bias_none", (b * gain).to(dtype))
-        self.register_buffer("bias_const", ((layer.noise_const.detach().float()[None, None] * ns + b) * gain)
+        self.noise_strength_gain = ns * LRELU_GAIN
+        self.register_buffer("bias_none", (b * LRELU_GAIN).to(dtype))
+        # const mode: (noise_const * strength + bias) * sqrt(2), one map added after the conv
+        self.register_buffer("bias_const", ((layer.noise_const.detach().float()[None, None] * ns + b) * LRELU_GAIN)
                              .to(dtype).contiguous(memory_format=memory_format))  # [1, O, H, W]
 
-    def _fir(self, y: torch.Tensor) -> torch.Tensor:
-        p0, p1 = self.fir_pad
-        y = F.pad(y, [p0, p1, p0, p1])
-        return F.conv2d(y, self.fir, groups=y.shape[1])
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s: torch.Tensor, d: torch.Tensor, noise_mode: str) -> torch.Tensor:
         n = x.shape[0]
-        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)  # [N, I] fp32
-        d = (styles.square().matmul(self.w2) + DEMOD_EPS).rsqrt() * LRELU_GAIN  # [N, O] fp32
-        if n == 1 and self.fold_weights:
-            if self.up == 2:  # weight [I, O, k, k]
-                wm = self.weight_f32 * styles[0].reshape(-1, 1, 1, 1) * d[0].reshape(1, -1, 1, 1)
-            else:  # weight [O, I, k, k]
-                wm = self.weight_f32 * styles[0].reshape(1, -1, 1, 1) * d[0].reshape(-1, 1, 1, 1)
-            wm = wm.to(self.dtype).contiguous(memory_format=self.memory_format)
-            y = self._conv(x, wm)
-            scale = None
-        else:
-            y = self._conv(x * styles.to(self.dtype).reshape(n, -1, 1, 1), self.weight)
-            scale = d.to(self.dtype).reshape(n, -1, 1, 1)
         if noise_mode == "const":
             add = self.bias_const
         elif noise_mode == "random":
-            noise = torch.randn([n, 1, self.resolution, self.resolution], device=y.device, dtype=torch.float32)
+            noise = torch.randn([n, 1, self.resolution, self.resolution], device=x.device, dtype=torch.float32)
             add = (noise * self.noise_strength_gain).to(self.dtype) + self.bias_none
         else:
             add = self.bias_none
-        y = torch.addcmul(add, y, scale) if scale is not None else y + add
+        if n == 1 and self.fold_weights:
+            # conv(x * s, W) * d == conv(x, W * s * d) for one sample: scale the small weight.
+            m = torch.outer(s[0], d[0]) if self.up == 2 else torch.outer(d[0], s[0])  # [I, O] | [O, I]
+            wm = (self.weight_f32 * m[:, :, None, None]).to(self.dtype, memory_format=self.memory_format)
+            y = self._conv(x, wm).add_(add)
+        else:
+            y = self._conv(x * s.to(self.dtype)[:, :, None, None], self.weight)
+            y = torch.addcmul(add, y, d.to(self.dtype)[:, :, None, None])
         y = F.leaky_relu_(y, LRELU_SLOPE)
         if self.conv_clamp is not None:
             y = y.clamp_(-self.conv_clamp, self.conv_clamp)
@@ -612,7 +615,11 @@ class _FastConv(nn.Module):
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.up == 2:
-            return self._fir(F.conv_transpose2d(x, weight, stride=2))
+            y = F.conv_transpose2d(x, weight, stride=2)
+            p0, p1 = self.fir_pad
+            if p0 == p1:
+                return F.conv2d(y, self.fir, padding=p0, groups=y.shape[1])
+            return F.conv2d(F.pad(y, [p0, p1, p0, p1]), self.fir, groups=y.shape[1])
         return F.conv2d(x, weight, padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -620,29 +627,26 @@ class _FastConv(nn.Module):
 
 
 class _FastToRGB(nn.Module):
-    """ToRGBLayer for inference: the 3 x I weight is modulated per sample (always cheap)."""
+    """ToRGBLayer for inference: the C x I weight is modulated per sample at batch 1 (cheap)."""
 
     def __init__(self, layer: ToRGBLayer, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
         super().__init__()
         self.dtype = dtype
         self.memory_format = memory_format
         self.conv_clamp = layer.conv_clamp
-        a = layer.affine
-        g = layer.weight_gain
-        self.register_buffer("affine_w", (a.weight.detach().float() * a.weight_gain * g).t().contiguous())  # [w_dim, I]
-        self.register_buffer("affine_b", (a.bias.detach().float() * a.bias_gain * g).contiguous())  # [I]
-        self.register_buffer("weight", layer.weight.detach().float().clone())  # [C, I, 1, 1]
+        self.in_channels = layer.in_channels
+        self.register_buffer("weight_f32", layer.weight.detach().float().clone())  # [C, I, 1, 1]
+        self.register_buffer("weight", layer.weight.detach().to(dtype).clone())
         self.register_buffer("bias", layer.bias.detach().float().clone())  # [C]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # -> [N, C, H, W] fp32
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # s [N, I] (gain folded) -> [N, C, H, W] fp32
         n = x.shape[0]
-        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)  # [N, I]
         if n == 1:
-            wm = (self.weight * styles[0].reshape(1, -1, 1, 1)).to(self.dtype).contiguous(memory_format=self.memory_format)
+            wm = (self.weight_f32 * s[0][None, :, None, None]).to(self.dtype, memory_format=self.memory_format)
             y = F.conv2d(x, wm)
         else:
-            y = F.conv2d(x * styles.to(self.dtype).reshape(n, -1, 1, 1), self.weight.to(self.dtype))
-        y = y.float().contiguous() + self.bias.reshape(1, -1, 1, 1)
+            y = F.conv2d(x * s.to(self.dtype)[:, :, None, None], self.weight)
+        y = y.float().contiguous().add_(self.bias[None, :, None, None])
         if self.conv_clamp is not None:
             y = y.clamp_(-self.conv_clamp, self.conv_clamp)
         return y
@@ -669,23 +673,69 @@ class InferenceGenerator(nn.Module):
         self.mapping = G.mapping
         syn = G.synthesis
         self.register_buffer("const", syn.b4.const.detach().to(dtype)[None].contiguous(memory_format=self.memory_format))
-        self.register_buffer("img_filter", setup_filter(G.config.resample_filter))
+        f = setup_filter(G.config.resample_filter)
+        self.register_buffer("img_filter", f)
         self.convs = nn.ModuleList()
         self.torgbs = nn.ModuleList()
-        self.conv_w_index: list[int] = []
-        self.rgb_w_index: list[int] = []
+        self.convs_per_block: list[int] = []
+        # Every modulated layer in call order (convs of a block, then its toRGB) with its w index,
+        # affine (gains folded) and squared-weight sums, zero-padded to the widest layer.
+        affines: list[tuple[torch.Tensor, torch.Tensor]] = []
+        w2s: list[torch.Tensor | None] = []
+        w_index: list[int] = []
         w_idx = 0
         for res in syn.block_resolutions:
             block: SynthesisBlock = getattr(syn, f"b{res}")
             layers = [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
             for i, layer in enumerate(layers):
                 self.convs.append(_FastConv(layer, dtype, self.memory_format))
-                self.conv_w_index.append(w_idx + i)
-            self.torgbs.append(_FastToRGB(block.torgb, dtype, self.memory_format))
-            self.rgb_w_index.append(w_idx + block.num_conv)
+                a = layer.affine
+                affines.append((a.weight.detach().float() * a.weight_gain, a.bias.detach().float() * a.bias_gain))
+                w2s.append(layer.weight.detach().float().square().sum(dim=[2, 3]).t())  # [I, O]
+                w_index.append(w_idx + i)
+            rgb = block.torgb
+            self.torgbs.append(_FastToRGB(rgb, dtype, self.memory_format))
+            a, g = rgb.affine, rgb.weight_gain
+            affines.append((a.weight.detach().float() * a.weight_gain * g, a.bias.detach().float() * a.bias_gain * g))
+            w2s.append(None)
+            w_index.append(w_idx + block.num_conv)
+            self.convs_per_block.append(len(layers))
             w_idx += block.num_conv
-        self.convs_per_block = [1] + [2] * (len(syn.block_resolutions) - 1)
+        i_max = max(w.shape[0] for w, _ in affines)
+        o_max = max(w.shape[1] for w in w2s if w is not None)
+        aw = torch.zeros(len(affines), self.w_dim, i_max)
+        ab = torch.zeros(len(affines), 1, i_max)
+        w2 = torch.zeros(len(affines), i_max, o_max)
+        for k, ((weight, bias), sq) in enumerate(zip(affines, w2s)):
+            aw[k, :, : weight.shape[0]] = weight.t()
+            ab[k, 0, : bias.shape[0]] = bias
+            if sq is not None:
+                w2[k, : sq.shape[0], : sq.shape[1]] = sq
+        self.register_buffer("affine_w", aw)  # [L, w_dim, I_max]
+        self.register_buffer("affine_b", ab)  # [L, 1, I_max]
+        self.register_buffer("w2", w2)  # [L, I_max, O_max]
+        self.register_buffer("w_index", torch.tensor(w_index, dtype=torch.long))  # [L]
+        # The skip image is up-sampled by two small matmuls per block (the FIR is separable).
+        taps = G.config.resample_filter
+        for res in syn.block_resolutions[1:]:
+            self.register_buffer(f"img_up{res}", upsample_matrix(taps, res // 2))  # [res, res/2]
         self.eval()
+
+    def styles(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Styles [L, N, I_max] of every modulated layer and demodulation coefficients [L, N, O_max]
+        (times the lrelu gain), fp32, in two batched matmuls."""
+        w = ws.index_select(1, self.w_index).transpose(0, 1)  # [L, N, w_dim]
+        s = torch.baddbmm(self.affine_b, w, self.affine_w)
+        d = (s.square().bmm(self.w2) + DEMOD_EPS).rsqrt_().mul_(LRELU_GAIN)
+        return s, d
+
+    def input(self, n: int) -> torch.Tensor:
+        """The learned constant input, [N, C, H, W] in the compute dtype and memory format."""
+        return self.const.expand(n, -1, -1, -1)
+
+    def _upsample_image(self, img: torch.Tensor) -> torch.Tensor:
+        a: torch.Tensor = getattr(self, f"img_up{img.shape[-1] * 2}")  # [2H, H]
+        return torch.matmul(torch.matmul(a, img), a.t())
 
     @torch.no_grad()
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
@@ -693,16 +743,20 @@ class InferenceGenerator(nn.Module):
         check_ws(ws, self.num_ws, self.w_dim)
         check_noise_mode(noise_mode)
         ws = ws.to(device=self.const.device, dtype=torch.float32)
-        n = ws.shape[0]
-        x = self.const.expand(n, -1, -1, -1)
+        s, d = self.styles(ws)
+        x = self.input(ws.shape[0])
         img: torch.Tensor | None = None
-        c = 0
+        c = k = 0
         for b, count in enumerate(self.convs_per_block):
             for _ in range(count):
-                x = self.convs[c](x, ws[:, self.conv_w_index[c]], noise_mode)
+                conv: _FastConv = self.convs[c]
+                x = conv(x, s[k, :, : conv.in_channels], d[k, :, : conv.out_channels], noise_mode)
                 c += 1
-            y = self.torgbs[b](x, ws[:, self.rgb_w_index[b]])
-            img = y if img is None else upsample2d(img, self.img_filter) + y
+                k += 1
+            rgb: _FastToRGB = self.torgbs[b]
+            y = rgb(x, s[k, :, : rgb.in_channels])
+            k += 1
+            img = y if img is None else self._upsample_image(img).add_(y)
         assert img is not None
         return img
 
