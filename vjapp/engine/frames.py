@@ -91,6 +91,15 @@ class FrameRenderer:
         return to_uint8(img)
 
 
+def to_uint8_batch(imgs: torch.Tensor) -> list[np.ndarray]:
+    """``[N, 3, H, W]`` in [-1, 1] -> N ``[H, W, 3]`` uint8 arrays, each C-contiguous: what
+    :func:`to_uint8` gives per image, in a few passes over the whole batch (in place on ``imgs``)."""
+    x = torch.nan_to_num_(imgs.float(), nan=-1.0).clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_()
+    out = torch.empty(imgs.shape[0], imgs.shape[2], imgs.shape[3], imgs.shape[1], dtype=torch.uint8)
+    out.copy_(x.permute(0, 2, 3, 1))
+    return list(out.numpy())
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """``[3, H, W]`` in [-1, 1] -> ``[H, W, 3]`` uint8 numpy (NaN becomes black, not garbage)."""
     x = torch.nan_to_num(img, nan=-1.0).clamp(-1.0, 1.0).add(1.0).mul(127.5).round()

@@ -18,7 +18,7 @@ from model.audio_features import LogMel
 from model.bundle import Bundle
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
-from vjapp.engine.frames import FrameRenderer, to_uint8
+from vjapp.engine.frames import FrameRenderer, to_uint8_batch
 from vjapp.engine.interp import LatentTimeline
 from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
 from vjapp.engine.pipeline import Heard, PipelineConfig, SoundToLatent, StepResult
@@ -223,7 +223,7 @@ class Show:
         with self.stats.stage("synthesis"):
             imgs = self.renderer.images(ws, self.controls.noise_mode)
         with self.stats.stage("to_uint8"):
-            frames = [to_uint8(img) for img in imgs]
+            frames = to_uint8_batch(imgs)
         for _ in frames:
             self.stats.tick_display()
         return frames
