@@ -96,3 +96,17 @@ def test_upsample_matrix_is_upsample2d(taps) -> None:
     a = upsample_matrix(taps, 8)
     assert a.shape == (16, 8)
     assert torch.allclose(a @ x @ a.t(), upsample2d(x, setup_filter(taps)), atol=1e-5)
+
+
+def test_batched_uint8_conversion_is_the_per_frame_one() -> None:
+    from vjapp.engine.frames import to_uint8, to_uint8_batch
+
+    x = torch.randn(4, 3, 20, 12) * 0.8
+    x[0, 0, 0, 0], x[1, 1, 1, 1], x[2, 2, 2, 2] = float("nan"), float("inf"), -float("inf")
+    expect = [to_uint8(img) for img in x.clone()]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        frames = to_uint8_batch(x.clone().contiguous(memory_format=layout))
+        assert len(frames) == 4
+        for got, want in zip(frames, expect):
+            assert got.shape == (20, 12, 3) and got.dtype == want.dtype and got.flags["C_CONTIGUOUS"]
+            assert (got == want).all()

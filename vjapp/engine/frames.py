@@ -75,9 +75,13 @@ class FrameRenderer:
         self.size = self.native_size if size in (None, "native") else int(size)
 
     @torch.no_grad()
-    def images(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """ws ``[N, num_ws, w_dim]`` -> float images ``[N, 3, size, size]`` in [-1, 1]."""
+    def images(self, ws: torch.Tensor, noise_mode: str = "const", channels_last: bool = False) -> torch.Tensor:
+        """ws ``[N, num_ws, w_dim]`` -> float images ``[N, 3, size, size]`` in [-1, 1]; with
+        ``channels_last`` in NHWC memory (the same values: resizing and the conversion to uint8
+        frames were both about 2x faster on a CPU in that layout)."""
         img = self.fast.synthesis(ws.to(self.device), noise_mode=noise_mode).float()
+        if channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
         if img.shape[-1] != self.size:
             down = self.size < img.shape[-1]
             img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False,
@@ -87,7 +91,7 @@ class FrameRenderer:
     @torch.no_grad()
     def frame(self, ws: torch.Tensor, noise_mode: str = "const") -> np.ndarray:
         """ws ``[num_ws, w_dim]`` -> ``[H, W, 3]`` uint8, C-contiguous (what displays and encoders take)."""
-        img = self.images(ws.unsqueeze(0), noise_mode)[0]
+        img = self.images(ws.unsqueeze(0), noise_mode, channels_last=True)[0]
         return to_uint8(img)
 
 

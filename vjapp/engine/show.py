@@ -221,7 +221,7 @@ class Show:
         with self.stats.stage("interpolate"):
             ws = self.ws_at(times, pulses)
         with self.stats.stage("synthesis"):
-            imgs = self.renderer.images(ws, self.controls.noise_mode)
+            imgs = self.renderer.images(ws, self.controls.noise_mode, channels_last=True)
         with self.stats.stage("to_uint8"):
             frames = to_uint8_batch(imgs)
         for _ in frames:
