@@ -640,10 +640,13 @@ class _FastToRGB(nn.Module):
         self.register_buffer("bias", layer.bias.detach().float().clone())  # [C]
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # s [N, I] (gain folded) -> [N, C, H, W] fp32
-        n = x.shape[0]
-        if n == 1:
-            wm = (self.weight_f32 * s[0][None, :, None, None]).to(self.dtype, memory_format=self.memory_format)
-            y = F.conv2d(x, wm)
+        n, _, h, w = x.shape
+        wm = (self.weight_f32[None, :, :, 0, 0] * s[:, None, :]).to(self.dtype)  # [N, C, I] per sample
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # NHWC memory is [N, H*W, I]: one batched matmul per sample's 1x1 conv, NCHW out.
+            y = torch.bmm(wm, x.permute(0, 2, 3, 1).reshape(n, h * w, -1).transpose(1, 2)).view(n, -1, h, w)
+        elif n == 1:
+            y = F.conv2d(x, wm[0, :, :, None, None])
         else:
             y = F.conv2d(x * s.to(self.dtype)[:, :, None, None], self.weight)
         y = y.float().contiguous().add_(self.bias[None, :, None, None])
