@@ -110,3 +110,38 @@ def test_batched_uint8_conversion_is_the_per_frame_one() -> None:
         for got, want in zip(frames, expect):
             assert got.shape == (20, 12, 3) and got.dtype == want.dtype and got.flags["C_CONTIGUOUS"]
             assert (got == want).all()
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_traced_path_is_the_eager_fast_path(generators, name) -> None:
+    G = generators[name]
+    eager = prepare_for_inference(G)
+    traced = prepare_for_inference(G, jit=True)
+    ws = G.mapping(torch.randn(4, G.z_dim), truncation_psi=0.7).detach()
+    for batch in (1, 4):
+        for mode in ("const", "none", "random"):
+            traced.synthesis(ws[:batch], mode)  # the first call traces (and draws noise while tracing)
+            torch.manual_seed(2)
+            want = eager.synthesis(ws[:batch], mode)
+            torch.manual_seed(2)
+            got = traced.synthesis(ws[:batch], mode)
+            assert torch.allclose(got, want, atol=1e-6), (name, batch, mode)
+    assert set(traced._traced) == {(b, m) for b in (1, 4) for m in ("const", "none", "random")}
+    r1, r2 = traced.synthesis(ws[:1], "random"), traced.synthesis(ws[:1], "random")
+    assert (r1 - r2).abs().max() > 1e-3  # the trace draws fresh noise on every call
+    traced.to("cpu")
+    assert traced._traced == {}  # moved or cast: traces holding the old tensors are dropped
+
+
+def test_a_failed_trace_falls_back_to_the_eager_path(generators, monkeypatch, caplog) -> None:
+    G = generators["tiny"]
+    traced = prepare_for_inference(G, jit=True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    ws = G.mapping(torch.randn(1, G.z_dim)).detach()
+    out = traced.synthesis(ws)
+    assert torch.equal(out, prepare_for_inference(G).synthesis(ws))
+    assert traced.jit is False and "no TorchScript here" in caplog.text
