@@ -207,6 +207,102 @@ def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> t
 
 
 # ----------------------------------------------------------------------------------------------
+# Aspect (widescreen): widen the learned constant, crop the image
+
+
+ASPECT_MIN, ASPECT_MAX = 0.25, 4.0  # width / height accepted by ``synthesis(..., aspect=)``
+NOISE_EXTENSION_SEED = 0x5EED  # widened noise_const buffers draw their new area from this seed
+
+
+def check_aspect(aspect: Any) -> float:
+    """``aspect`` (width / height) as a float in [ASPECT_MIN, ASPECT_MAX], else one ValueError."""
+    if isinstance(aspect, bool) or not isinstance(aspect, (int, float)) or not math.isfinite(aspect) \
+            or not ASPECT_MIN <= aspect <= ASPECT_MAX:
+        raise ValueError(f"aspect (width / height) must be a number in {ASPECT_MIN:g}..{ASPECT_MAX:g}, got {aspect!r}")
+    return float(aspect)
+
+
+def aspect_shape(resolution: int, aspect: float) -> tuple[int, int]:
+    """The image ``(H, W)`` at ``aspect``: the short side is ``resolution``, the long side is
+    ``resolution * aspect`` (or ``/ aspect``) rounded to an even number of pixels."""
+    aspect = check_aspect(aspect)
+    if aspect == 1.0:
+        return resolution, resolution
+    if aspect > 1.0:
+        return resolution, max(2, 2 * round(resolution * aspect / 2))
+    return max(2, 2 * round(resolution / aspect / 2)), resolution
+
+
+def const_padding(resolution: int, aspect: float) -> tuple[int, int]:
+    """Cells of the 4x4 constant added on each side ``(rows, columns)`` so that the synthesized
+    image covers :func:`aspect_shape` (each cell becomes ``resolution / 4`` pixels); the same on
+    both sides, so the original square stays in the middle."""
+    h, w = aspect_shape(resolution, aspect)
+    cell = resolution / 4
+    return math.ceil((h / cell - 4) / 2), math.ceil((w / cell - 4) / 2)
+
+
+def mirror_indices(n: int, pad: int) -> torch.Tensor:
+    """Indices ``[n + 2 * pad]`` that extend ``0..n-1`` by mirroring at each end without repeating
+    the edge (``2 1 | 0 1 2 3 | 2 1``), again and again for pads longer than ``n - 1``."""
+    i = torch.arange(-pad, n + pad)
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    i = i.remainder(period)
+    return torch.where(i < n, i, period - i)
+
+
+def edge_indices(n: int, pad: int) -> torch.Tensor:
+    """Indices ``[n + 2 * pad]`` that extend ``0..n-1`` by repeating the edge (``0 0 | 0 1 2 3 | 3 3``)."""
+    return torch.arange(-pad, n + pad).clamp(0, n - 1)
+
+
+def widen_const(const: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """The learned constant ``[C, h, w]`` extended by ``pad = (rows, columns)`` cells per side, so
+    that values continue across the old border (no seam) and nothing is a tiled copy:
+
+    * sideways it is mirrored outwards (:func:`mirror_indices`): the picture goes on left and
+      right with the horizon at about the same height;
+    * upwards and downwards its top and bottom rows continue (:func:`edge_indices`): what is at the
+      top (a sky) goes on above, what is at the bottom (ground, water) below. Mirroring rows put a
+      second, upside-down horizon into portrait frames of the default generator.
+
+    ``[C, h + 2 * rows, w + 2 * columns]``; differentiable in ``const``."""
+    py, px = pad
+    if py == 0 and px == 0:
+        return const
+    rows = edge_indices(const.shape[-2], py).to(const.device)
+    cols = mirror_indices(const.shape[-1], px).to(const.device)
+    return const.index_select(-2, rows).index_select(-1, cols)
+
+
+def widen_noise(noise: torch.Tensor, height: int, width: int, seed: int) -> torch.Tensor:
+    """A ``noise_const`` buffer ``[h, w]`` widened to ``[height, width]``: the old buffer in the middle,
+    fresh deterministic N(0, 1) samples (from ``seed``) around it, so the noise has the same
+    statistics everywhere and repeats nothing."""
+    h, w = noise.shape
+    top, left = (height - h) // 2, (width - w) // 2
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.randn([height, width], generator=gen)
+    out[top: top + h, left: left + w] = noise.detach().float().cpu()
+    return out.to(device=noise.device, dtype=noise.dtype)
+
+
+def noise_seed(resolution: int, up: int) -> int:
+    """The seed of one layer's widened noise (a layer is named by its resolution and up-sampling)."""
+    return NOISE_EXTENSION_SEED + 16 * resolution + up
+
+
+def crop_center(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The middle ``[..., height, width]`` of an image (a view)."""
+    top, left = (img.shape[-2] - height) // 2, (img.shape[-1] - width) // 2
+    if top == 0 and left == 0 and img.shape[-2] == height and img.shape[-1] == width:
+        return img
+    return img[..., top: top + height, left: left + width]
+
+
+# ----------------------------------------------------------------------------------------------
 # Layers
 
 
@@ -334,9 +430,23 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self._wide_noise: dict[tuple[int, int], tuple[tuple[Any, ...], torch.Tensor]] = {}
+
+    def const_noise(self, height: int, width: int) -> torch.Tensor:
+        """``noise_const`` for an output of ``[height, width]``: the buffer itself at the square size,
+        else the widened buffer (:func:`widen_noise`), cached per size until the buffer changes."""
+        if height == self.resolution and width == self.resolution:
+            return self.noise_const
+        buf = self.noise_const
+        token = (buf.data_ptr(), buf._version, buf.device, buf.dtype)
+        hit = self._wide_noise.get((height, width))
+        if hit is None or hit[0] != token:
+            hit = (token, widen_noise(buf, height, width, noise_seed(self.resolution, self.up)))
+            self._wide_noise[(height, width)] = hit
+        return hit[1]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        # x: [N, I, res/up, res/up], w: [N, w_dim] -> [N, O, res, res]
+        # x: [N, I, h/up, w/up], w: [N, w_dim] -> [N, O, h, w] (h = w = res unless widened)
         n = x.shape[0]
         styles = self.affine(w)  # [N, I]
         dcoefs = demodulation_coefficients(self.weight, styles)  # [N, O]
@@ -347,9 +457,9 @@ class SynthesisLayer(nn.Module):
             x = F.conv2d(x, self.weight, padding=self.padding)
         x = x * dcoefs.reshape(n, -1, 1, 1)
         if noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
+            x = x + self.const_noise(x.shape[-2], x.shape[-1]) * self.noise_strength
         elif noise_mode == "random":
-            x = x + torch.randn([n, 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype) * self.noise_strength
+            x = x + torch.randn([n, 1, x.shape[-2], x.shape[-1]], device=x.device, dtype=x.dtype) * self.noise_strength
         x = F.leaky_relu(x + self.bias.reshape(1, -1, 1, 1), LRELU_SLOPE) * LRELU_GAIN
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -415,11 +525,13 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
 
     def forward(
-        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const"
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str = "const",
+        const_pad: tuple[int, int] = (0, 0),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # ws: [N, num_conv + 1, w_dim]; x: [N, in, res/2, res/2] or None; img: [N, C, res/2, res/2] or None
+        # ws: [N, num_conv + 1, w_dim]; x: [N, in, h/2, w/2] or None; img: [N, C, h/2, w/2] or None;
+        # const_pad: cells added to each side of the constant (first block only; see widen_const)
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)  # [N, O, 4, 4]
+            x = widen_const(self.const, const_pad).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)  # [N, O, 4+, 4+]
             x = self.conv1(x, ws[:, 0], noise_mode)
         else:
             assert x is not None
@@ -453,19 +565,22 @@ class SynthesisNetwork(nn.Module):
         """Raise ValueError unless ws is a floating tensor of shape [N, num_ws, w_dim]."""
         check_ws(ws, self.num_ws, self.w_dim)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", aspect: float = 1.0) -> torch.Tensor:
+        """W+ -> image ``[N, C, H, W]``; ``aspect`` (width / height) other than 1 widens the constant
+        (:func:`widen_const`) and crops the middle :func:`aspect_shape` of the wider image."""
         self.check_ws(ws)
         check_noise_mode(noise_mode)
+        pad = const_padding(self.img_resolution, aspect)  # checks aspect
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block: SynthesisBlock = getattr(self, f"b{res}")
             # Each block's toRGB shares its w with the next block's conv0 (NVIDIA's indexing).
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode)
+            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, pad)
             w_idx += block.num_conv
         assert img is not None
-        return img
+        return crop_center(img, *aspect_shape(self.img_resolution, aspect))
 
     def extra_repr(self) -> str:
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
@@ -509,9 +624,10 @@ class Generator(nn.Module):
         truncation_psi: float = 1.0,
         truncation_cutoff: int | None = None,
         noise_mode: str = "const",
+        aspect: float = 1.0,  # width / height of the image (see SynthesisNetwork.forward)
     ) -> torch.Tensor:  # [N, C, H, W]
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode)
+        return self.synthesis(ws, noise_mode=noise_mode, aspect=aspect)
 
     def extra_repr(self) -> str:
         return f"z_dim={self.z_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}"
@@ -590,13 +706,37 @@ class _FastConv(nn.Module):
         # const mode: (noise_const * strength + bias) * sqrt(2), one map added after the conv
         self.register_buffer("bias_const", ((layer.noise_const.detach().float()[None, None] * ns + b) * LRELU_GAIN)
                              .to(dtype).contiguous(memory_format=memory_format))  # [1, O, H, W]
+        # for widened frames (aspect != 1): the noise buffer and bias, to build bias_const at other sizes
+        self.register_buffer("noise_const", layer.noise_const.detach().float().clone())  # [res, res]
+        self.register_buffer("bias_f32", b.clone())  # [1, O, 1, 1]
+        self.noise_strength = ns
+        self.noise_seed = noise_seed(layer.resolution, layer.up)
+        self._wide_const: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, d: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def const_add(self, height: int, width: int) -> torch.Tensor:
+        """The (noise + bias) term of noise mode 'const' for an output of ``[height, width]``,
+        built once per size (:func:`widen_noise`) and kept."""
+        if height == self.resolution and width == self.resolution:
+            return self.bias_const
+        key = (height, width, self.bias_const.device)
+        add = self._wide_const.get(key)
+        if add is None:
+            noise = widen_noise(self.noise_const, height, width, self.noise_seed)
+            add = ((noise[None, None] * self.noise_strength + self.bias_f32) * LRELU_GAIN).to(self.dtype)
+            add = add.contiguous(memory_format=self.memory_format)  # [1, O, height, width]
+            self._wide_const[key] = add
+        return add
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, d: torch.Tensor, noise_mode: str,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+        # size: the output's (H, W) as Python ints (the square resolution unless widened); given
+        # by the owner so that a TorchScript trace finds the cached noise maps by it
         n = x.shape[0]
+        h, w = size if size is not None else (x.shape[-2] * self.up, x.shape[-1] * self.up)
         if noise_mode == "const":
-            add = self.bias_const
+            add = self.const_add(h, w)
         elif noise_mode == "random":
-            noise = torch.randn([n, 1, self.resolution, self.resolution], device=x.device, dtype=torch.float32)
+            noise = torch.randn([n, 1, h, w], device=x.device, dtype=torch.float32)
             add = (noise * self.noise_strength_gain).to(self.dtype) + self.bias_none
         else:
             add = self.bias_none
@@ -672,8 +812,9 @@ class InferenceGenerator(nn.Module):
         self.config = G.config
         self.dtype = dtype
         self.jit = jit
-        # (batch, noise_mode) -> frozen TorchScript trace of _synthesize; dropped on .to()
-        self._traced: dict[tuple[int, str], torch.jit.ScriptModule] = {}
+        # (batch, noise_mode, const pad, image shape) -> frozen TorchScript trace of _synthesize;
+        # dropped on .to()
+        self._traced: dict[tuple[Any, ...], torch.jit.ScriptModule] = {}
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.num_ws, self.w_dim, self.z_dim = G.num_ws, G.w_dim, G.z_dim
         self.img_resolution, self.img_channels = G.img_resolution, G.img_channels
@@ -723,9 +864,9 @@ class InferenceGenerator(nn.Module):
         self.register_buffer("w2", w2)  # [L, I_max, O_max]
         self.register_buffer("w_index", torch.tensor(w_index, dtype=torch.long))  # [L]
         # The skip image is up-sampled by two small matmuls per block (the FIR is separable).
-        taps = G.config.resample_filter
-        for res in syn.block_resolutions[1:]:
-            self.register_buffer(f"img_up{res}", upsample_matrix(taps, res // 2))  # [res, res/2]
+        self._resample_taps = G.config.resample_filter
+        self._up_matrices: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._wide_const: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
         self.eval()
 
     def styles(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -736,81 +877,111 @@ class InferenceGenerator(nn.Module):
         d = (s.square().bmm(self.w2) + DEMOD_EPS).rsqrt_().mul_(LRELU_GAIN)
         return s, d
 
-    def input(self, n: int) -> torch.Tensor:
-        """The learned constant input, [N, C, H, W] in the compute dtype and memory format."""
-        return self.const.expand(n, -1, -1, -1)
+    def const_for(self, pad: tuple[int, int]) -> torch.Tensor:
+        """The constant ``[1, C, 4+, 4+]`` widened by ``pad`` cells (:func:`widen_const`), kept per pad."""
+        if pad == (0, 0):
+            return self.const
+        key = (pad, self.const.device)
+        const = self._wide_const.get(key)
+        if const is None:
+            const = widen_const(self.const[0], pad)[None].contiguous(memory_format=self.memory_format)
+            self._wide_const[key] = const
+        return const
 
-    def _upsample_image(self, img: torch.Tensor) -> torch.Tensor:
-        a: torch.Tensor = getattr(self, f"img_up{img.shape[-1] * 2}")  # [2H, H]
-        return torch.matmul(torch.matmul(a, img), a.t())
+    def _up_matrix(self, size: int) -> torch.Tensor:
+        """:func:`upsample_matrix` ``[2 * size, size]`` on this module's device, kept per size."""
+        key = (size, self.const.device)
+        a = self._up_matrices.get(key)
+        if a is None:
+            a = self._up_matrices[key] = upsample_matrix(self._resample_taps, size).to(self.const.device)
+        return a
+
+    def _upsample_image(self, img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[N, C, H, W] -> [N, C, 2H, 2W]; ``size`` = (H, W) as Python ints."""
+        return torch.matmul(torch.matmul(self._up_matrix(size[0]), img), self._up_matrix(size[1]).t())
 
     @torch.no_grad()
-    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """W+ [N, num_ws, w_dim] -> float32 image [N, C, H, W]."""
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", aspect: float = 1.0) -> torch.Tensor:
+        """W+ [N, num_ws, w_dim] -> float32 image [N, C, H, W] (``aspect`` as SynthesisNetwork.forward)."""
         check_ws(ws, self.num_ws, self.w_dim)
         check_noise_mode(noise_mode)
+        pad = const_padding(self.img_resolution, aspect)  # checks aspect
+        shape = aspect_shape(self.img_resolution, aspect)
         ws = ws.to(device=self.const.device, dtype=torch.float32)
         if not self.jit:
-            return self._synthesize(ws, noise_mode)
-        key = (ws.shape[0], noise_mode)
+            return self._synthesize(ws, noise_mode, pad, shape)
+        key = (ws.shape[0], noise_mode, pad, shape)
         traced = self._traced.get(key)
         if traced is None:
             try:
-                traced = self._traced[key] = self._trace(ws, noise_mode)
+                traced = self._traced[key] = self._trace(ws, noise_mode, pad, shape)
             except Exception as exc:  # TorchScript is deprecated in torch 2.x: run eagerly if it fails
                 log.warning("tracing the synthesis failed (%s); running it eagerly", exc)
                 self.jit = False
-                return self._synthesize(ws, noise_mode)
+                return self._synthesize(ws, noise_mode, pad, shape)
         return traced(ws)
 
-    def _trace(self, ws: torch.Tensor, noise_mode: str) -> torch.jit.ScriptModule:
-        """A frozen TorchScript trace of :meth:`_synthesize` for this batch size and noise mode
+    def _trace(self, ws: torch.Tensor, noise_mode: str, pad: tuple[int, int],
+               shape: tuple[int, int]) -> torch.jit.ScriptModule:
+        """A frozen TorchScript trace of :meth:`_synthesize` for this batch size, noise mode and aspect
         (about 0.1-0.2 s; the traced call was 6-11% faster on a CPU: no Python between the ops,
         weights as constants, convolutions prepacked by ``optimize_for_inference``)."""
         import warnings
 
+        # One eager call first fills the per-size caches (widened constant and noise maps, the
+        # up-sampling matrices), so the trace takes them as constants instead of recording the
+        # ops that build them (the widened noise's seeded randn would be redrawn every call).
+        self._synthesize(ws, noise_mode, pad, shape)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the batch-1 branch is baked in: intended
             warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.x points to torch.compile (see README)
-            traced = torch.jit.trace(_Synthesize(self, noise_mode).eval(), (ws,), check_trace=False)
+            traced = torch.jit.trace(_Synthesize(self, noise_mode, pad, shape).eval(), (ws,), check_trace=False)
             return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "InferenceGenerator":
         self._traced = {}  # traces hold the old tensors as constants
         return super()._apply(fn, *args, **kwargs)
 
-    def _synthesize(self, ws: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def _synthesize(self, ws: torch.Tensor, noise_mode: str, pad: tuple[int, int] = (0, 0),
+                    shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """The synthesis proper: ``pad`` cells widen the constant, ``shape`` is the middle cropped."""
         s, d = self.styles(ws)
-        x = self.input(ws.shape[0])
+        x = self.const_for(pad).expand(ws.shape[0], -1, -1, -1)  # the input (widened when pad)
+        rows, cols = 4 + 2 * pad[0], 4 + 2 * pad[1]  # cells of the constant; each is res/4 px at res
         img: torch.Tensor | None = None
         c = k = 0
         for b, count in enumerate(self.convs_per_block):
             for _ in range(count):
                 conv: _FastConv = self.convs[c]
-                x = conv(x, s[k, :, : conv.in_channels], d[k, :, : conv.out_channels], noise_mode)
+                size = (rows * conv.resolution // 4, cols * conv.resolution // 4)
+                x = conv(x, s[k, :, : conv.in_channels], d[k, :, : conv.out_channels], noise_mode, size)
                 c += 1
                 k += 1
             rgb: _FastToRGB = self.torgbs[b]
             y = rgb(x, s[k, :, : rgb.in_channels])
             k += 1
-            img = y if img is None else self._upsample_image(img).add_(y)
+            img = y if img is None else self._upsample_image(img, (size[0] // 2, size[1] // 2)).add_(y)
         assert img is not None
+        if pad != (0, 0) and shape is not None:
+            img = crop_center(img, *shape).contiguous()
         return img
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        return self.synthesis(ws, noise_mode)
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", aspect: float = 1.0) -> torch.Tensor:
+        return self.synthesis(ws, noise_mode, aspect)
 
 
 class _Synthesize(nn.Module):
-    """``gen._synthesize(ws, noise_mode)`` as a module's forward, for torch.jit.trace."""
+    """``gen._synthesize(ws, noise_mode, pad, shape)`` as a module's forward, for torch.jit.trace."""
 
-    def __init__(self, gen: InferenceGenerator, noise_mode: str) -> None:
+    def __init__(self, gen: InferenceGenerator, noise_mode: str, pad: tuple[int, int], shape: tuple[int, int]) -> None:
         super().__init__()
         self.gen = gen
         self.noise_mode = noise_mode
+        self.pad = pad
+        self.shape = shape
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        return self.gen._synthesize(ws, self.noise_mode)
+        return self.gen._synthesize(ws, self.noise_mode, self.pad, self.shape)
 
 
 def prepare_for_inference(

@@ -126,7 +126,12 @@ def test_traced_path_is_the_eager_fast_path(generators, name) -> None:
             torch.manual_seed(2)
             got = traced.synthesis(ws[:batch], mode)
             assert torch.allclose(got, want, atol=1e-6), (name, batch, mode)
-    assert set(traced._traced) == {(b, m) for b in (1, 4) for m in ("const", "none", "random")}
+    assert {key[:2] for key in traced._traced} == {(b, m) for b in (1, 4) for m in ("const", "none", "random")}
+    # a widened frame (aspect != 1) is its own trace, equal to the eager one
+    wide = traced.synthesis(ws[:1], "const", aspect=16 / 9)
+    assert wide.shape[-2] == G.img_resolution and wide.shape[-1] > G.img_resolution
+    assert torch.allclose(wide, eager.synthesis(ws[:1], "const", aspect=16 / 9), atol=1e-6)
+    assert len(traced._traced) == 7
     r1, r2 = traced.synthesis(ws[:1], "random"), traced.synthesis(ws[:1], "random")
     assert (r1 - r2).abs().max() > 1e-3  # the trace draws fresh noise on every call
     traced.to("cpu")

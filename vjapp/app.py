@@ -48,7 +48,7 @@ from vjapp.audio import (
     list_input_devices,
 )
 from vjapp.bundles import DEMO_AUDIO_DIR, open_bundle, stand_in_bundle
-from vjapp.engine.controls import MAX_SEED, ControlError, Controls, set_path
+from vjapp.engine.controls import MAX_SEED, ControlError, Controls, aspect_ratio, frame_shape, set_path
 from vjapp.engine.engine import Engine, EngineConfig, Frame
 from vjapp.engine.mailbox import Mailbox
 from vjapp.gui import parse_host_port, parse_size
@@ -530,8 +530,10 @@ class AppContext:
 
         A take records what the audience sees at one size from start to end: the size chosen in
         the control window's Record box, else the output size when Record was pressed ("native"
-        is the bundle's display size, which may be larger than the generator's resolution).
-        Frames of another size (the output size changed mid-take) are scaled to it.
+        is the bundle's display size, which may be larger than the generator's resolution) as
+        the short side, in the aspect of the output when Record was pressed. Frames of another
+        size or aspect (changed mid-take) are scaled to fit it, keeping their aspect (black bars
+        where the shapes differ): a take is one file of one size.
         """
         rec = self.recorder
         if rec is None or on == self._recording:
@@ -552,20 +554,21 @@ class AppContext:
         output = self.bundle.info.display_size if controls.size == "native" else int(controls.size)
         chosen = self.window.chosen_record_size() if self.window is not None else None
         size = chosen or output
+        height, width = frame_shape(size, controls.aspect)
         src = self.source
         path = default_recording_path(self.record_dir)
         try:
             # t0 on the engine's clock (Frame.t): audio from the ring index now and video from
             # this instant start together, however late the first frame arrives
             t0 = self.engine.clock.now() if self.engine is not None else None
-            rec.start(path, size, size, controls.fps,
+            rec.start(path, width, height, controls.fps,
                       audio_ring=src.ring if src is not None else None,
                       audio_rate=int(src.sample_rate) if src is not None else None, t0=t0)
         except (RecordingError, ValueError) as exc:
             self.message(f"cannot record: {exc}", "error")
             return
         self._recording = True
-        self.message(f"recording to {path} at {size}x{size}")
+        self.message(f"recording to {path} at {width}x{height}")
 
     def recorder_status(self) -> RecorderStatus:
         return self.recorder.status() if self.recorder is not None else RecorderStatus()
@@ -947,7 +950,7 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).addHandler(ctx._log_handler)
 
-    ctx.controls.put(Controls(fps=args.fps, size=parse_size(args.size)))
+    ctx.controls.put(Controls(fps=args.fps, size=parse_size(args.size), aspect=args.aspect))
     ctx._initial_bundle()
     ctx.controls.update(lambda c: c.replace(model_rate=ctx.bundle.info.model_rate))
 
@@ -979,6 +982,7 @@ def build_app(args: argparse.Namespace, qapp: QApplication | None = None) -> App
         screen = 0
     ctx.fullscreen_at_start = not args.windowed and (args.screen is not None or len(screens) > 1)
     ctx.output = OutputWindow(screen_index=screen)
+    ctx.output.resize(ctx.output.size_for(aspect_ratio(args.aspect)))  # a saved place and size win
     ctx.window = MainWindow(ctx, ctx.output, settings=settings)
     restored = ctx.window.restore_settings()
     ctx.place_windows_at_start = ("main/geometry" not in restored, "output/geometry" not in restored)

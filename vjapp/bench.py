@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="display rate the model rate is paced against")
     p.add_argument("--model-rate", type=float, default=None, help="model steps per second (default: the bundle's)")
     p.add_argument("--size", default="native", help="output size (power of two) or 'native'")
+    p.add_argument("--aspect", type=_aspect, default="1:1",
+                   help="frame shape (width:height): 1:1, 16:9, 4:3 or 9:16; --size is the short side")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--latency-bursts", type=int, default=12,
@@ -44,9 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the beat benchmark instead: frame change on the beat vs between (120 BPM loops)")
 
 
+def _aspect(text: str) -> str:
+    from vjapp.engine.controls import aspect_arg
+
+    return aspect_arg(text)
+
+
 def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "auto", frames: int = 150,
           warmup: int = 15, fps: float = 30.0, model_rate: float | None = None, size: int | str = "native",
-          threads: int = 0) -> dict[str, Any]:
+          threads: int = 0, aspect: str = "1:1") -> dict[str, Any]:
     """Run the benchmark and return its figures."""
     from vjapp.bundles import open_bundle
     from vjapp.engine.controls import Controls
@@ -62,7 +70,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     bundle, where = open_bundle(bundle_path, dev)
     rate = float(model_rate or bundle.info.model_rate)
     show = Show(bundle, dev, dt, ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
-    controls = Controls().replace(model_rate=rate, fps=fps, size=size)
+    controls = Controls().replace(model_rate=rate, fps=fps, size=size, aspect=aspect)
     show.apply(controls, 0.0, immediate=True)
 
     sr = show.sound.sample_rate
@@ -108,6 +116,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
         "dtype": str(dt).replace("torch.", ""),
         "resolution": int(bundle.info.resolution),
         "output_size": int(show.renderer.size),
+        "output_shape": list(show.renderer.shape),  # [height, width]
         "model_rate": rate,
         "fps": achieved,
         "render_speed_x_realtime_at_fps": achieved / fps,
@@ -151,7 +160,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"vjapp bench — {r['bundle']}",
         f"device {r['device']}  cpu {r['cpu']}  threads {r['torch_threads']}  dtype {r['dtype']}",
-        f"generator {r['resolution']} px -> output {r['output_size']} px, model rate {r['model_rate']:g} Hz",
+        f"generator {r['resolution']} px -> output {r['output_shape'][1]}x{r['output_shape'][0]} px, "
+        f"model rate {r['model_rate']:g} Hz",
         "",
         f"{'stage':<14}{'p50 ms':>10}{'p90 ms':>10}",
     ]
@@ -191,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         r = bench(args.bundle, args.device, args.dtype, args.frames, args.warmup, args.fps, args.model_rate, size,
-                  args.threads)
+                  args.threads, args.aspect)
     except (CheckpointError, ValueError, RuntimeError) as exc:
         print(f"vjapp bench: error: {exc}", file=sys.stderr)
         return 1

@@ -102,6 +102,12 @@ def parse_size(value: str | int) -> int | str:
     raise ValueError(f"--size must be 'native' or a power of two from 64 to 1024, got {value!r}")
 
 
+def _aspect(text: str) -> str:
+    from vjapp.engine.controls import aspect_arg
+
+    return aspect_arg(text)
+
+
 def _size(text: str) -> str:
     try:
         parse_size(text)
@@ -252,6 +258,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=_fps, default=30.0, help="output frames per second")
     p.add_argument("--size", type=_size, default="native",
                    help="output size in pixels (power of two, 64..1024) or 'native'")
+    p.add_argument("--aspect", type=_aspect, default="1:1",
+                   help="frame shape (width:height): 1:1, 16:9, 4:3 or 9:16, synthesized natively; "
+                        "--size is the short side")
     p.add_argument("-o", "--output", type=_output, default=None, metavar="MP4",
                    help="with no display only: the MP4 to render to (a folder: <audio name>.mp4 in it); without "
                         "it, out/<audio name>.mp4. An existing file is never overwritten: -1, -2... is added")
@@ -360,7 +369,7 @@ def run_headless(args: argparse.Namespace) -> int:
           "instead", file=sys.stderr)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        controls = Controls().replace(fps=args.fps, size=size_from_text(args.size))
+        controls = Controls().replace(fps=args.fps, size=size_from_text(args.size), aspect=args.aspect)
         report = render_file(audio, target, controls, args.bundle, args.device, args.dtype)
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
         print(f"{PROG}: error: {exc}", file=sys.stderr)

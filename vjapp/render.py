@@ -27,7 +27,7 @@ import torch
 
 from vjapp.audio import AudioDecodeError, to_mono
 from vjapp.audio.stream import AudioStream, downmix_stereo, open_audio
-from vjapp.engine.controls import ControlError, Controls, size_from_text
+from vjapp.engine.controls import ControlError, Controls, aspect_arg, size_from_text
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the base latent")
     p.add_argument("--fps", type=float, default=30.0, help="video frames per second")
     p.add_argument("--size", default="native", help="output size in pixels (power of two) or 'native'")
+    p.add_argument("--aspect", type=aspect_arg, default="1:1",
+                   help="frame shape (width:height): 1:1, 16:9, 4:3 or 9:16; --size is the short side")
     p.add_argument("--model-rate", type=float, default=None, help="model steps per second (default: the bundle's)")
     p.add_argument("--gain", type=float, default=1.0, help="overall reactivity to sound")
     p.add_argument("--device", default="auto", help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
@@ -280,7 +282,7 @@ def render_file(
         track = _Soundtrack(stream, sr_model)
         fps = float(controls.fps)
         n_estimate = max(1, int(round(stream.duration * fps)))  # the progress bar's total
-        size = show.renderer.size
+        height, width = show.renderer.shape  # the short side is --size; the MP4 keeps the aspect
         step_dt = 1.0 / rate
         window = show.sound.window_samples
         weight = float(controls.source_weights[0])
@@ -304,7 +306,7 @@ def render_file(
         if stop is not None:
             stop.polled = True
         try:
-            writer = Mp4Writer(partial, size, size, fps, audio_rate=track.rate, audio_channels=track.channels)
+            writer = Mp4Writer(partial, width, height, fps, audio_rate=track.rate, audio_channels=track.channels)
             encoder = _EncoderThread(writer)
             bar = tqdm(total=n_estimate, unit="frame", desc="render", disable=not progress, file=sys.stderr,
                        mininterval=0.1 if sys.stderr.isatty() else 5.0)
@@ -414,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
     with SignalStop() as stop:
         try:
             controls = Controls().replace(prompt=args.prompt, seed=args.seed, fps=args.fps,
-                                          size=size_from_text(args.size), gain=args.gain)
+                                          size=size_from_text(args.size), aspect=args.aspect, gain=args.gain)
             report = render_file(args.input, args.output, controls, args.bundle, args.device, args.dtype,
                                  args.model_rate, progress=not args.quiet, stop=stop)
         except (AudioDecodeError, CheckpointError, RecordingError, ControlError, ValueError, RuntimeError) as exc:

@@ -21,10 +21,14 @@ Validation policy (one rule for every entry point: constructor, :meth:`Controls.
 * ``size`` is a power of two in 64..1024 (other ints snap to the nearest power of two, in log scale,
   then clamp) or the string ``"native"`` (the bundle's display size: the generator's resolution unless the bundle
   asks to be upsampled).
+* ``aspect`` is one of :data:`ASPECTS` (width:height). The generator synthesizes that shape
+  natively (StyleGAN2: a widened constant input); ``size`` is then the short side and the long
+  side is rounded to an even number of pixels (:func:`frame_shape`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import numbers
@@ -285,6 +289,34 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
 
 SOURCE_KINDS = ("none", "seed", "prompt")
 NOISE_MODES = ("const", "random", "none")
+ASPECTS = ("1:1", "16:9", "4:3", "9:16")  # width:height of the frames
+
+
+def aspect_ratio(aspect: str) -> float:
+    """Width / height of an :data:`ASPECTS` entry (``"16:9"`` -> 1.777...)."""
+    if aspect not in ASPECTS:
+        raise ControlError(f"aspect: {aspect!r} is not one of {', '.join(ASPECTS)}")
+    w, h = aspect.split(":")
+    return int(w) / int(h)
+
+
+def aspect_arg(text: str) -> str:
+    """The argparse type of ``--aspect``: an :data:`ASPECTS` entry, else one clear message."""
+    clean = text.strip().lower() if isinstance(text, str) else text
+    if clean not in ASPECTS:
+        raise argparse.ArgumentTypeError(f"--aspect must be one of {', '.join(ASPECTS)} (width:height), got {text!r}")
+    return clean
+
+
+def frame_shape(short_side: int, aspect: str) -> tuple[int, int]:
+    """``(height, width)`` of frames at ``aspect`` whose short side is ``short_side`` px; the long
+    side is rounded to an even number (what H.264 needs), as the generator rounds it."""
+    ratio = aspect_ratio(aspect)
+    if ratio == 1.0:
+        return short_side, short_side
+    if ratio > 1.0:
+        return short_side, max(2, 2 * round(short_side * ratio / 2))
+    return max(2, 2 * round(short_side / ratio / 2)), short_side
 
 
 @dataclass(frozen=True)
@@ -392,7 +424,8 @@ class Controls(_Validated):
     )
     model_rate: float = _ctl(10.0, FloatSpec(1.0, 60.0, "model steps per second (Hz)"))
     fps: float = _ctl(30.0, FloatSpec(1.0, 240.0, "display frames per second"))
-    size: int | str = _ctl("native", SizeSpec(64, 1024, "output size (px) or 'native'"))
+    size: int | str = _ctl("native", SizeSpec(64, 1024, "output size (px, the short side) or 'native'"))
+    aspect: str = _ctl("1:1", ChoiceSpec(ASPECTS, "frame shape, width:height, synthesized natively (not letterboxed)"))
     noise_mode: str = _ctl("const", ChoiceSpec(NOISE_MODES, "StyleGAN noise inputs"))
     paused: bool = _ctl(False, BoolSpec("freeze the picture"))
     rhythm: Rhythm = _nested(Rhythm)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from model.stylegan2 import Generator, prepare_for_inference
+from vjapp.engine.controls import aspect_ratio, frame_shape
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class FrameRenderer:
-    """Synthesizes frames from W+ with a prepared (pre-cast, channels-last) generator copy."""
+    """Synthesizes frames from W+ with a prepared (pre-cast, channels-last) generator copy.
+
+    ``size`` is the short side of the frames; ``aspect`` (an ``ASPECTS`` entry of the controls)
+    their shape, synthesized natively by the generator (``synthesis(..., aspect=)``) and then
+    scaled so the short side is ``size``.
+    """
 
     def __init__(self, G: Generator, device: torch.device, dtype: torch.dtype, size: int | None = None,
                  native_size: int | None = None) -> None:
@@ -71,22 +77,40 @@ class FrameRenderer:
         # On a CPU each batch size runs as a frozen TorchScript trace (6-11% faster per frame).
         self.fast = prepare_for_inference(G, dtype=dtype, channels_last=True, jit=device.type == "cpu").to(device)
         self.size = size or self.native_size
+        self.aspect = "1:1"
 
     def set_size(self, size: int | str | None) -> None:
         self.size = self.native_size if size in (None, "native") else int(size)
 
+    def set_aspect(self, aspect: str) -> None:
+        """``"1:1"``, ``"16:9"``, ``"4:3"`` or ``"9:16"`` (ControlError otherwise)."""
+        aspect_ratio(aspect)
+        self.aspect = aspect
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the frames now."""
+        return frame_shape(self.size, self.aspect)
+
     @torch.no_grad()
-    def images(self, ws: torch.Tensor, noise_mode: str = "const", channels_last: bool = False) -> torch.Tensor:
-        """ws ``[N, num_ws, w_dim]`` -> float images ``[N, 3, size, size]`` in [-1, 1]; with
+    def images(self, ws: torch.Tensor, noise_mode: str = "const", aspect: str | None = None,
+               channels_last: bool = False) -> torch.Tensor:
+        """ws ``[N, num_ws, w_dim]`` -> float images ``[N, 3, H, W]`` in [-1, 1] of :attr:`shape`
+        (of ``aspect`` instead of the renderer's, when given: e.g. square for CLIP); with
         ``channels_last`` in NHWC memory (the same values: resizing and the conversion to uint8
         frames were both about 2x faster on a CPU in that layout)."""
-        img = self.fast.synthesis(ws.to(self.device), noise_mode=noise_mode).float()
+        aspect = aspect or self.aspect
+        ratio = aspect_ratio(aspect)
+        ws = ws.to(self.device)
+        # aspect 1 calls synthesis as before, so a generator without the keyword still renders squares
+        img = (self.fast.synthesis(ws, noise_mode=noise_mode) if ratio == 1.0
+               else self.fast.synthesis(ws, noise_mode=noise_mode, aspect=ratio)).float()
         if channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
-        if img.shape[-1] != self.size:
-            down = self.size < img.shape[-1]
-            img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                antialias=down)
+        h, w = frame_shape(self.size, aspect)
+        if img.shape[-2:] != (h, w):
+            down = h < img.shape[-2]
+            img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=down)
         return img
 
     @torch.no_grad()

@@ -81,7 +81,7 @@ class Show:
         if self.clip is not None:
             self.search = PromptSearch(
                 mapping=lambda z: G.mapping(z, truncation_psi=1.0),
-                render=lambda ws: self.renderer.images(ws),
+                render=lambda ws: self.renderer.images(ws, aspect="1:1"),  # CLIP judges square frames
                 encode_image=self.clip.encode_image,
                 encode_text=self.clip.encode_text,
                 truncate=lambda ws: truncate(ws, self.sound.w_avg, self._psi),
@@ -102,10 +102,11 @@ class Show:
     # ---------------------------------------------------------------- controls -> latents
     def apply(self, controls: Controls, now: float, immediate: bool = False, fade_s: float | None = None) -> None:
         """Take new controls: retarget the base latent (crossfading over ``fade_s``, default the
-        show's crossfade, unless ``immediate``), resolve the mix sources, resize the output."""
+        show's crossfade, unless ``immediate``), resolve the mix sources, resize and reshape the output."""
         self.controls = controls
         self._psi = controls.truncation_psi
         self.renderer.set_size(controls.size)
+        self.renderer.set_aspect(controls.aspect)
         self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate, fade_s)
         slots: tuple[MixSlot, ...] = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)
         self._mix = [self._resolve_slot(s) for s in slots]

@@ -55,6 +55,7 @@ from PyQt6.QtWidgets import (
 )
 
 from vjapp.engine.controls import (
+    ASPECTS,
     CONTROL_SPECS,
     LAYER_GROUPS,
     MAX_SEED,
@@ -672,6 +673,7 @@ class MainWindow(QMainWindow):
         form = QFormLayout(box)
         form.addRow(self._slider("fps", "Frames/s", decimals=0))
         form.addRow("Resolution", self._combo("size", SIZES))
+        form.addRow("Aspect", self._combo("aspect", ASPECTS))  # the frame's shape, synthesized natively
         self.screen_combo = QComboBox()
         for i, screen in enumerate(QGuiApplication.screens()):
             g = screen.geometry()
@@ -683,7 +685,7 @@ class MainWindow(QMainWindow):
         self.scale_combo.addItems(list(SCALE_MODES))
         self.scale_combo.setCurrentText(self.output.scale_mode)
         self.scale_combo.currentTextChanged.connect(self.output.set_scale_mode)
-        form.addRow("Aspect", self.scale_combo)
+        form.addRow("Scale", self.scale_combo)  # how the window shows a frame of another shape
         row = QHBoxLayout()
         self.fullscreen_button = QPushButton("Fullscreen")
         self.fullscreen_button.setCheckable(True)

@@ -23,19 +23,24 @@ log = logging.getLogger(__name__)
 __all__ = ["OutputWindow", "target_rect", "place_beside", "SCALE_MODES"]
 
 SCALE_MODES = ("fit", "fill")
+SAME_SHAPE = 0.01  # image and window shapes closer than this (relative) count as the same: no bars
 
 
 def target_rect(img_w: int, img_h: int, win_w: int, win_h: int, mode: str = "fit") -> tuple[int, int, int, int]:
     """Where an ``img_w x img_h`` image lands in a ``win_w x win_h`` window: ``(x, y, w, h)``.
 
     ``fit`` shows the whole image, centred, with bars on two sides (letterbox/pillarbox);
-    ``fill`` covers the whole window, centred, cropping the overflowing sides. Aspect is kept.
+    ``fill`` covers the whole window, centred, cropping the overflowing sides. Aspect is kept,
+    except that an image within 1% of the window's shape fills it exactly (a 456x256 frame, 16:9
+    rounded to even sides, covers a 1920x1080 screen with no 1-pixel bars).
     """
     if mode not in SCALE_MODES:
         raise ValueError(f"scale mode must be one of {SCALE_MODES}, got {mode!r}")
     if img_w <= 0 or img_h <= 0 or win_w <= 0 or win_h <= 0:
         return (0, 0, max(win_w, 0), max(win_h, 0))
     sx, sy = win_w / img_w, win_h / img_h
+    if abs(sx / sy - 1.0) < SAME_SHAPE:
+        return (0, 0, win_w, win_h)
     scale = min(sx, sy) if mode == "fit" else max(sx, sy)
     w, h = round(img_w * scale), round(img_h * scale)
     return ((win_w - w) // 2, (win_h - h) // 2, w, h)
@@ -93,6 +98,7 @@ class OutputWindow(QWidget):
         self._fullscreen = False
         self._windowed_geometry: QRect | None = None
         self.allow_close = False  # closing only hides it, until the app shuts down
+        self._frame_ratio: float | None = None  # width / height of the frames shown
 
     # ------------------------------------------------------------------ frames
     def set_frame(self, image: np.ndarray, index: int = -1) -> None:
@@ -101,11 +107,31 @@ class OutputWindow(QWidget):
             raise ValueError(f"output frames must be [H, W, 3] uint8, got {image.shape} {image.dtype}")
         arr = image if image.flags.c_contiguous else np.ascontiguousarray(image)
         h, w, _ = arr.shape
+        self._follow_aspect(w / h)
         self._image = QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self._array = arr
         self.frame_index = index
         self.frames_shown += 1
         self.update()
+
+    def _follow_aspect(self, ratio: float) -> None:
+        """When the frames change shape (the aspect control), a window (not fullscreen) takes the
+        new shape, keeping its height: the picture fills it with no bars."""
+        previous, self._frame_ratio = self._frame_ratio, ratio
+        if previous is None or abs(ratio / previous - 1.0) < SAME_SHAPE or self._fullscreen:
+            return
+        self.resize(self.size_for(ratio))
+
+    def size_for(self, ratio: float) -> QSize:
+        """The window size of shape ``ratio`` (width / height) with this window's height, narrowed
+        (and lowered with it) to fit its screen's available width."""
+        h = self.height()
+        w = max(self.minimumWidth(), round(h * ratio))
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is not None and w > screen.availableGeometry().width():
+            w = screen.availableGeometry().width()
+            h = max(self.minimumHeight(), round(w / ratio))
+        return QSize(w, h)
 
     def newest_image(self) -> np.ndarray | None:
         """The frame being shown (the caller must not modify it)."""
