@@ -40,8 +40,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="output resolutions")
-    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["ref", *DTYPES],
-                   help="ref = plain fp32 Generator; others = prepare_for_inference(dtype)")
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"],
+                   choices=["ref", *DTYPES, *(f"{d}-jit" for d in DTYPES)],
+                   help="ref = plain fp32 Generator; others = prepare_for_inference(dtype); -jit: with jit=True")
     p.add_argument("--channel-max", type=int, default=512, help="StyleGAN2 channel_max")
     p.add_argument("--channel-base", type=int, default=16384, help="StyleGAN2 channel_base (NVIDIA config-f: 32768)")
     p.add_argument("--checkpoint", type=Path, default=None, help="native generator to time instead of random weights")
@@ -137,11 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"flush_denormal {flush} | noise {args.noise_mode} | compile {args.compile} | clock {args.clock}")
     peaks: dict[str, float] = {}
     if not args.no_floor:
-        for name in sorted({"fp32" if n == "ref" else n for n in args.dtypes}):
-            peaks[name] = measure_peak(DTYPES[name], device, clock)
+        for name in sorted({"fp32" if n == "ref" else n.removesuffix("-jit") for n in args.dtypes}):
+            peaks[name] = measure_peak(DTYPES[name.removesuffix("-jit")], device, clock)
         print("peak " + " | ".join(f"{k} {v / 1e9:.0f} GMAC/s" for k, v in peaks.items()))
     sizes = [None] if args.checkpoint is not None else args.sizes
-    header = (f"{'size':>5} {'ch_base':>7} {'ch_max':>6} {'dtype':>5} {'batch':>5} {'median ms':>10} {'p90 ms':>8} "
+    header = (f"{'size':>5} {'ch_base':>7} {'ch_max':>6} {'dtype':>8} {'batch':>5} {'median ms':>10} {'p90 ms':>8} "
               f"{'fps':>7} {'MMAC/frame':>10} {'floor ms':>8} {'ratio':>6}")
     print(header)
     print("-" * len(header))
@@ -157,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if name == "ref":
                     module: torch.nn.Module = G.synthesis
                 else:
-                    module = prepare_for_inference(G, DTYPES[name], channels_last=not args.no_channels_last)
+                    module = prepare_for_inference(G, DTYPES[name.removesuffix("-jit")],
+                                                   channels_last=not args.no_channels_last, jit=name.endswith("-jit"))
                 if args.compile:
                     module = torch.compile(module)
 
@@ -167,11 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 times = time_calls(call, args.iters, args.warmup, device, clock)
                 med = statistics.median(times)
-                peak = peaks.get("fp32" if name == "ref" else name)
+                peak = peaks.get("fp32" if name == "ref" else name.removesuffix("-jit"))
                 floor = f"{macs / peak * 1000.0:>8.3g}" if peak else f"{'-':>8}"
                 ratio = f"{med / (macs / peak * 1000.0):>6.3g}" if peak else f"{'-':>6}"
                 cfg = G.config
-                print(f"{cfg.resolution:>5} {cfg.channel_base:>7} {cfg.channel_max:>6} {name:>5} {batch:>5} "
+                print(f"{cfg.resolution:>5} {cfg.channel_base:>7} {cfg.channel_max:>6} {name:>8} {batch:>5} "
                       f"{med:>10.1f} {percentile(times, 0.9):>8.1f} {1000.0 * batch / med:>7.1f} "
                       f"{macs / batch / 1e6:>10.1f} {floor} {ratio}", flush=True)
     return 0
