@@ -59,7 +59,8 @@ from model.sound_inversion import (
     load_sound_inversion,
     save_sound_inversion,
 )
-from model.stylegan2 import Generator, StyleGAN2Config, load_generator, save_generator
+from model.generators import AnyGenerator, load_generator, save_generator
+from model.stylegan2 import Generator, StyleGAN2Config
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ class Bundle:
     """The networks of one bundle (None for parts not loaded) and its :class:`BundleInfo`."""
 
     info: BundleInfo
-    generator: Generator | None = None
+    generator: AnyGenerator | None = None
     clip: ClipModel | None = None
     audio_encoder: AudioEncoder | None = None
     sound_inversion: SoundInversionEncoder | None = None

@@ -1,10 +1,14 @@
-"""Map foreign StyleGAN2 generator weights onto :class:`model.stylegan2.Generator`.
+"""Map foreign StyleGAN generator weights onto :class:`model.stylegan2.Generator` or
+:class:`model.stylegan3.Generator`.
 
-Two sources are understood:
+Three sources are understood:
 
 * NVIDIA stylegan2-ada-pytorch / stylegan3 (``networks_stylegan2``) ``G_ema``: its
   ``init_kwargs`` (the constructor arguments kept in the pickle) and its flat state dict. Our
   generator uses NVIDIA's parameter names, so the mapping is key for key.
+* NVIDIA stylegan3 (``networks_stylegan3``, configs t and r) ``G_ema``: likewise key for key
+  (:func:`stylegan3_from_nvidia`); :func:`generator_from_nvidia` tells the two apart by the class
+  name, the constructor arguments and the tensor names.
 * rosinality/stylegan2-pytorch checkpoints (``{'g_ema': state_dict, 'latent_avg': ...}``):
   hyperparameters are inferred from tensor shapes and every tensor is renamed and reshaped.
   rosinality's up-sampling conv (``conv_transpose2d`` with the weight transposed, then ``Blur``)
@@ -28,6 +32,8 @@ import torch
 
 from model.formats import CheckpointError, check_state_dict
 from model.stylegan2 import Generator, StyleGAN2Config, setup_filter
+from model.stylegan3 import Generator as StyleGAN3Generator
+from model.stylegan3 import StyleGAN3Config
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,13 @@ _TOP_KWARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "map
 _STYLEGAN3_KWARGS = {"magnitude_ema_beta", "conv_kernel", "use_radial_filters", "num_layers", "num_critical",
                      "first_cutoff", "first_stopband", "last_stopband_rel", "margin_size", "output_scale",
                      "filter_size", "lrelu_upsampling"}
-_STYLEGAN3_MESSAGE = "StyleGAN3 generators are not supported yet (only StyleGAN2 / StyleGAN2-ADA 'skip' generators)"
+_STYLEGAN3_MESSAGE = "a StyleGAN3 generator, not a StyleGAN2 one (read it with stylegan3_from_nvidia)"
+# stylegan3's networks_stylegan3.Generator: its flat synthesis and layer arguments.
+_STYLEGAN3_SYNTHESIS_KWARGS = {"channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff",
+                               "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "conv_kernel",
+                               "filter_size", "lrelu_upsampling", "use_radial_filters", "conv_clamp",
+                               "magnitude_ema_beta", "num_fp16_res"}
+_STYLEGAN3_MAPPING_KWARGS = {"num_layers", "lr_multiplier", "w_avg_beta"}
 
 # What SynthesisBlock clamps at when the Generator got no conv_clamp: the two NVIDIA codebases differ.
 # stylegan2-ada-pytorch, training/networks.py: ``conv_clamp = None`` (its train.py always passes a
@@ -148,12 +160,96 @@ def _float_state(state: Mapping[str, Any], source: str) -> dict[str, torch.Tenso
     return out
 
 
+def is_nvidia_stylegan3(init_kwargs: Any, state: Mapping[str, Any], class_name: str | None = None) -> bool:
+    """Whether an NVIDIA ``G_ema`` is a StyleGAN3 (alias-free) generator, by any of its class name
+    (``training.networks_stylegan3...``), its StyleGAN3-only constructor arguments, or its tensors
+    (``synthesis.input.*``, ``synthesis.L0_...``)."""
+    if class_name is not None and "networks_stylegan3" in class_name:
+        return True
+    if isinstance(init_kwargs, Mapping) and _STYLEGAN3_KWARGS & set(init_kwargs):
+        return True
+    return any(str(k).startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", str(k)) for k in state)
+
+
+def config_from_nvidia_stylegan3_kwargs(init_kwargs: Mapping[str, Any]) -> StyleGAN3Config:
+    """Our config for an NVIDIA ``networks_stylegan3.Generator`` from its ``init_kwargs``.
+
+    Absent arguments take the defaults of NVIDIA's constructors (which are our config's defaults,
+    except ``mapping_kwargs.num_layers``: NVIDIA's MappingNetwork defaults to 2 as well).
+    Raises UnsupportedCheckpoint for conditional generators and unknown arguments.
+    """
+    if not isinstance(init_kwargs, Mapping):
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs must be a dict, got {type(init_kwargs).__name__}")
+    top = dict(init_kwargs)
+    missing = {"z_dim", "w_dim", "img_resolution", "img_channels"} - set(top)
+    if missing:
+        raise UnsupportedCheckpoint(f"NVIDIA StyleGAN3 init_kwargs lack {sorted(missing)}")
+    mapping = dict(top.pop("mapping_kwargs", None) or {})
+    synthesis = {k: top.pop(k) for k in list(top) if k in _STYLEGAN3_SYNTHESIS_KWARGS}
+    unknown = sorted(set(top) - _TOP_KWARGS - {"synthesis_kwargs"})
+    unknown += sorted(f"mapping_kwargs.{k}" for k in set(mapping) - _STYLEGAN3_MAPPING_KWARGS)
+    if "synthesis_kwargs" in top:
+        unknown.append("synthesis_kwargs (StyleGAN3 takes its synthesis arguments flat)")
+    if unknown:
+        raise UnsupportedCheckpoint(f"NVIDIA StyleGAN3 init_kwargs has arguments this importer does not know: {unknown}")
+    c_dim = _as_int(top.get("c_dim", 0) or 0, "c_dim")
+    if c_dim > 0:
+        raise UnsupportedCheckpoint(f"conditional generators (c_dim={c_dim}) are not supported; only c_dim=0")
+    if mapping.get("w_avg_beta", 0.998) is None:
+        raise UnsupportedCheckpoint("mapping without a tracked w_avg (w_avg_beta=None) is not supported")
+    synthesis.pop("num_fp16_res", None)  # precision only: we compute in float32
+    defaults = StyleGAN3Config()
+    try:
+        fields: dict[str, Any] = {name: synthesis.get(name, getattr(defaults, name))
+                                  for name in _STYLEGAN3_SYNTHESIS_KWARGS - {"num_fp16_res"}}
+        for name in ("channel_base", "channel_max", "num_layers", "num_critical", "margin_size", "conv_kernel",
+                     "filter_size", "lrelu_upsampling"):
+            fields[name] = _as_int(fields[name], name)
+        for name in ("first_cutoff", "first_stopband", "last_stopband_rel", "output_scale", "magnitude_ema_beta"):
+            if isinstance(fields[name], bool) or not isinstance(fields[name], (int, float)):
+                raise UnsupportedCheckpoint(f"NVIDIA init_kwargs: {name} must be a number, got {fields[name]!r}")
+        fields["use_radial_filters"] = bool(fields["use_radial_filters"])
+        return StyleGAN3Config(
+            z_dim=_as_int(top["z_dim"], "z_dim"),
+            w_dim=_as_int(top["w_dim"], "w_dim"),
+            mapping_layers=_as_int(mapping.get("num_layers", 2), "mapping_kwargs.num_layers"),
+            mapping_lr_multiplier=float(mapping.get("lr_multiplier", 0.01)),
+            w_avg_beta=float(mapping.get("w_avg_beta", 0.998)),
+            resolution=_as_int(top["img_resolution"], "img_resolution"),
+            img_channels=_as_int(top["img_channels"], "img_channels"),
+            **fields,
+        )
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, UnsupportedCheckpoint):
+            raise
+        raise UnsupportedCheckpoint(f"NVIDIA init_kwargs do not describe a valid StyleGAN3 generator: {exc}") from exc
+
+
+def stylegan3_from_nvidia(init_kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> StyleGAN3Generator:
+    """Build our StyleGAN3 generator from an NVIDIA ``G_ema``'s init_kwargs and flat state dict.
+
+    The state holds every parameter and buffer NVIDIA keeps: the input's ``transform``, ``freqs``
+    and ``phases``, each layer's ``magnitude_ema`` and its ``up_filter`` / ``down_filter`` (absent
+    where the filter is the identity); they are loaded as they are, not re-derived.
+    """
+    config = config_from_nvidia_stylegan3_kwargs(init_kwargs)
+    if any(str(k).startswith("mapping.embed.") for k in state):
+        raise UnsupportedCheckpoint("conditional generators (mapping.embed) are not supported")
+    G = StyleGAN3Generator(config)
+    tensors = _float_state(state, "NVIDIA G_ema")
+    check_state_dict(G, tensors, "NVIDIA StyleGAN3 G_ema")
+    G.load_state_dict(tensors, strict=True)
+    return G.eval()
+
+
 def generator_from_nvidia(
     init_kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor], class_name: str | None = None
-) -> Generator:
-    """Build our generator from an NVIDIA ``G_ema``'s init_kwargs and flat state dict (params + buffers)."""
-    if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in state):
-        raise UnsupportedCheckpoint(f"{_STYLEGAN3_MESSAGE}; the state has StyleGAN3 layers (synthesis.input, L0_...)")
+) -> Generator | StyleGAN3Generator:
+    """Build our generator from an NVIDIA ``G_ema``'s init_kwargs and flat state dict (params + buffers):
+    a :class:`model.stylegan3.Generator` for a StyleGAN3 network (:func:`is_nvidia_stylegan3`),
+    else a :class:`model.stylegan2.Generator`."""
+    if is_nvidia_stylegan3(init_kwargs, state, class_name):
+        return stylegan3_from_nvidia(init_kwargs, state)
     config = config_from_nvidia_kwargs(init_kwargs, class_name)
     if any(k.startswith("mapping.embed.") for k in state):
         raise UnsupportedCheckpoint("conditional generators (mapping.embed) are not supported")

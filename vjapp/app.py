@@ -273,7 +273,7 @@ class AppContext:
         Raises :class:`BundleMismatch` when the W+ shapes differ.
         """
         from model.bundle import save_bundle
-        from model.stylegan2 import load_generator
+        from model.generators import load_generator
 
         G = load_generator(stem)
         info = self.bundle.info

@@ -1,9 +1,9 @@
-"""``vjapp convert SRC -o OUT``: import a foreign StyleGAN2 generator into the native format.
+"""``vjapp convert SRC -o OUT``: import a foreign StyleGAN2 / StyleGAN3 generator into the native format.
 
-Reads an NVIDIA StyleGAN2-ADA / StyleGAN3 network pickle (``.pkl``) or a
-rosinality/stylegan2-pytorch checkpoint (``.pt``) *safely* (see :mod:`model.safe_pickle`:
+Reads an NVIDIA StyleGAN2-ADA / StyleGAN3 network pickle (``.pkl``; StyleGAN3 configs t and r
+too) or a rosinality/stylegan2-pytorch checkpoint (``.pt``) *safely* (see :mod:`model.safe_pickle`:
 nothing in the file is executed), rebuilds the generator as :class:`model.stylegan2.Generator`
-and writes OUT.safetensors + OUT.json, recording the source file's name and sha256.
+or :class:`model.stylegan3.Generator` and writes OUT.safetensors + OUT.json, recording the source file's name and sha256.
 
 Converting is done once, before a show; the app itself loads native files only.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from model.stylegan2 import Generator
+    from model.generators import AnyGenerator as Generator
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +109,14 @@ def convert_checkpoint(
 
     Raises :class:`model.formats.CheckpointError` for unreadable, corrupt or hostile files and
     :class:`model.import_stylegan.UnsupportedCheckpoint` for well-formed networks we cannot
-    reproduce (StyleGAN3, conditional, ...).
+    reproduce (conditional, non-skip StyleGAN2, ...).
     """
     import torch
 
     from model.formats import CheckpointError, network_paths
     from model.import_stylegan import UnsupportedCheckpoint
     from model.safe_pickle import detect_format
-    from model.stylegan2 import load_generator, save_generator
+    from model.generators import load_generator, save_generator
     from vjapp import __version__
 
     src = Path(src)
@@ -145,7 +145,7 @@ def convert_checkpoint(
         raise type(exc)(f"{src}: {exc}") from exc
     except (IndexError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
         # Tensors of unexpected rank/shape that slipped past the structural checks.
-        raise CheckpointError(f"{src}: tensors do not form a StyleGAN2 generator ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{src}: tensors do not form a StyleGAN generator ({type(exc).__name__}: {exc})") from exc
 
     sha = file_sha256(src)
     metadata: dict[str, Any] = {
@@ -171,17 +171,26 @@ def convert_checkpoint(
 def summary_lines(result: ConvertResult) -> list[str]:
     """The human-readable report ``vjapp convert`` prints."""
     cfg = result.generator.config
+    if hasattr(cfg, "num_critical"):  # StyleGAN3
+        kind = "radial filters, 1x1 convs (config r)" if cfg.use_radial_filters else f"{cfg.conv_kernel}x{cfg.conv_kernel} convs (config t)"
+        arch = f"StyleGAN3 generator, {kind}, {cfg.img_channels} channels"
+        mapping = f"{cfg.mapping_layers} (lr multiplier {cfg.mapping_lr_multiplier:g})"
+        layers = f"; {cfg.num_layers} layers"
+    else:
+        arch = f"StyleGAN2 generator, 'skip' synthesis, {cfg.img_channels} channels"
+        mapping = f"{cfg.mapping_layers} (hidden {cfg.mapping_hidden_dim}, lr multiplier {cfg.mapping_lr_multiplier:g})"
+        layers = ""
     rows = [
         ("source", f"{result.source} ({result.source_format})"),
         ("sha256", result.source_sha256),
         ("network", f"{result.network} ({result.source_class})"),
-        ("architecture", f"StyleGAN2 generator, 'skip' synthesis, {cfg.img_channels} channels"),
+        ("architecture", arch),
         ("resolution", f"{cfg.resolution}x{cfg.resolution}"),
         ("num_ws", str(cfg.num_ws)),
         ("w_dim", str(cfg.w_dim)),
         ("z_dim", str(cfg.z_dim)),
-        ("mapping layers", f"{cfg.mapping_layers} (hidden {cfg.mapping_hidden_dim}, lr multiplier {cfg.mapping_lr_multiplier:g})"),
-        ("channels", f"base {cfg.channel_base}, max {cfg.channel_max}"),
+        ("mapping layers", mapping),
+        ("channels", f"base {cfg.channel_base}, max {cfg.channel_max}{layers}"),
         ("parameters", f"{result.parameter_count:,}"),
         ("wrote", str(result.paths[0])),
         ("", str(result.paths[1])),
@@ -191,7 +200,7 @@ def summary_lines(result: ConvertResult) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", type=Path, help="NVIDIA StyleGAN2-ADA .pkl or rosinality .pt generator checkpoint")
+    parser.add_argument("src", type=Path, help="NVIDIA StyleGAN2-ADA / StyleGAN3 .pkl or rosinality .pt generator checkpoint")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="output stem (writes STEM.safetensors + STEM.json), or an existing directory")
     parser.add_argument("--format", dest="source_format", choices=FORMATS, default="auto",

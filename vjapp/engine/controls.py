@@ -54,6 +54,7 @@ __all__ = [
     "GroupGains",
     "BandPulse",
     "Rhythm",
+    "Camera",
     "Controls",
     "CONTROL_SPECS",
     "get_path",
@@ -402,6 +403,15 @@ class Rhythm(_Validated):
 
 
 @dataclass(frozen=True)
+class Camera(_Validated):
+    """A camera inside the picture: StyleGAN3's input transform (StyleGAN2 generators ignore it)."""
+
+    x: float = _ctl(0.0, FloatSpec(-8.0, 8.0, "camera pan: the picture moves right by this many picture heights (StyleGAN3)"))
+    y: float = _ctl(0.0, FloatSpec(-8.0, 8.0, "camera pan: the picture moves down by this many picture heights (StyleGAN3)"))
+    rotate: float = _ctl(0.0, FloatSpec(-180.0, 180.0, "camera roll: the picture turns counter-clockwise by this many degrees (StyleGAN3)"))
+
+
+@dataclass(frozen=True)
 class Controls(_Validated):
     """The whole performer-facing state. Immutable; valid by construction."""
 
@@ -429,6 +439,7 @@ class Controls(_Validated):
     noise_mode: str = _ctl("const", ChoiceSpec(NOISE_MODES, "StyleGAN noise inputs"))
     paused: bool = _ctl(False, BoolSpec("freeze the picture"))
     rhythm: Rhythm = _nested(Rhythm)
+    camera: Camera = _nested(Camera)
 
 
 # --------------------------------------------------------------------------------------------

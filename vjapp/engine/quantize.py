@@ -2,7 +2,7 @@
 
 With ``rhythm.quantize`` set to ``beat`` or ``bar``, the engine applies everything else of a new
 :class:`~vjapp.engine.controls.Controls` at once (gains, pulses, smoothing are instant), but holds
-the picture-changing part (seed, prompt, mix, truncation) until the next beat or bar of the
+the picture-changing part (seed, prompt, mix, truncation, camera) until the next beat or bar of the
 :class:`~vjapp.audio.rhythm.BeatClock`. Without a tempo, or with ``off``, changes apply at once.
 A newer change while one is pending replaces it (newest wins) and keeps the same due time.
 """
@@ -16,7 +16,7 @@ from vjapp.engine.controls import Controls
 
 __all__ = ["QUANTISED_FIELDS", "ChangeQuantizer", "PendingChange"]
 
-QUANTISED_FIELDS = ("seed", "prompt", "mix", "truncation_psi")
+QUANTISED_FIELDS = ("seed", "prompt", "mix", "truncation_psi", "camera")
 
 
 def _picture(c: Controls) -> tuple:

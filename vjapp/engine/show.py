@@ -106,6 +106,7 @@ class Show:
         self.controls = controls
         self._psi = controls.truncation_psi
         self.renderer.set_size(controls.size)
+        self.renderer.set_camera(controls.camera.x, controls.camera.y, controls.camera.rotate)
         self.renderer.set_aspect(controls.aspect)
         self.base.set_target(self._resolve(controls.prompt, controls.seed), now, immediate, fade_s)
         slots: tuple[MixSlot, ...] = (controls.mix.coarse, controls.mix.mid, controls.mix.fine)

@@ -552,6 +552,8 @@ class MainWindow(QMainWindow):
         row.addWidget(self.reroll_button)
         form.addRow("Seed", row)
         form.addRow(self._slider("truncation_psi", "Truncation ψ"))
+        for path, label in (("camera.x", "Camera x (StyleGAN3)"), ("camera.y", "Camera y"), ("camera.rotate", "Camera turn (°)")):
+            form.addRow(self._slider(path, label, decimals=1 if path == "camera.rotate" else 2))
         form.addRow("Noise", self._combo("noise_mode", NOISE_MODES))
         self.pause_picture = QCheckBox("Freeze picture")
         self.pause_picture.toggled.connect(lambda on: self.backend.set_control("paused", bool(on)))
