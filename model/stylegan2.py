@@ -821,8 +821,6 @@ class InferenceGenerator(nn.Module):
         self.mapping = G.mapping
         syn = G.synthesis
         self.register_buffer("const", syn.b4.const.detach().to(dtype)[None].contiguous(memory_format=self.memory_format))
-        f = setup_filter(G.config.resample_filter)
-        self.register_buffer("img_filter", f)
         self.convs = nn.ModuleList()
         self.torgbs = nn.ModuleList()
         self.convs_per_block: list[int] = []
