@@ -108,3 +108,13 @@ def test_devices_lists_or_says_none(capsys):
     assert main(["devices", "--outputs"]) == 0
     out = capsys.readouterr().out
     assert "inputs" in out or "no audio input devices" in out
+
+
+def test_render_threads_must_be_a_whole_number(wav, tmp_path, capsys):
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit) as exc:
+            main(["render", str(wav), "-o", str(tmp_path / "o.mp4"), "--threads", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--threads: must be a whole number >= 0" in err
+    assert not (tmp_path / "o.mp4").exists()
