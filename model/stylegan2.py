@@ -173,6 +173,22 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir_filter2d(y, f, ((fw + 1) // 2, (fw - 2) // 2), gain=4.0)
 
 
+def upsample_matrix(taps: Sequence[float], size: int) -> torch.Tensor:
+    """The 1-D operator of ``upsample2d`` for the separable filter ``setup_filter(taps)``: a
+    ``[2*size, size]`` matrix A with ``upsample2d(x, f) == A @ x @ A.T`` for x ``[..., size, size]``."""
+    t = torch.as_tensor(list(taps), dtype=torch.float64)
+    t = t * 2.0 / t.sum()  # 1-D taps; the 2-D filter is their outer product with gain 4 = 2 * 2
+    fw = t.numel()
+    p0 = (fw + 1) // 2
+    a = torch.zeros(2 * size, size, dtype=torch.float64)
+    for j in range(2 * size):  # u[j] = sum_k z[j + k - p0] * t[fw - 1 - k], z[2i] = x[i]
+        for k in range(fw):
+            m = j + k - p0
+            if m % 2 == 0 and 0 <= m // 2 < size:
+                a[j, m // 2] += t[fw - 1 - k]
+    return a.float()
+
+
 def upsample_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """NVIDIA ``conv2d_resample(x, w, f, up=2, padding=k//2, flip_weight=False)``.
 
@@ -634,20 +650,26 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
 
 # ----------------------------------------------------------------------------------------------
 # Fast inference path
+#
+# The same arithmetic as the reference layers above, arranged for few, large operations:
+# * every layer's styles come from one batched matmul over all layers, and every conv layer's
+#   demodulation coefficients from a second one (instead of two small matmuls per layer);
+# * the lrelu gain sqrt(2) is folded into the demodulation coefficients and into the bias (lrelu
+#   is positively homogeneous), the const-mode noise into a per-layer bias map;
+# * at batch 1 the styles and demodulation coefficients are folded into the (small) weight where
+#   that is cheaper than scaling the activations; otherwise the input is scaled by the styles
+#   and the output by the coefficients around one convolution with the shared weight;
+# * the up-sampling FIR runs as a padded depthwise convolution (no separate pad pass).
 
 
 _DTYPES = {torch.float32, torch.bfloat16, torch.float16}
 
 
 class _FastConv(nn.Module):
-    """One SynthesisLayer prepared for inference: gains folded, weights pre-cast, noise+bias fused.
+    """One SynthesisLayer prepared for inference: weights pre-cast, noise and bias fused.
 
-    Computes ``lrelu(demod * conv(x * s, W) + noise + b) * sqrt(2)`` as NVIDIA, with sqrt(2) folded
-    into the demodulation coefficients and the (noise + bias) term (lrelu is positively
-    homogeneous). For batch 1 it folds styles and demodulation into the weight when the weight is
-    smaller than the input activations (high-resolution layers, few channels), otherwise it
-    scales the activations around one convolution with the shared weight (low resolution, many
-    channels); both are exact rewrites of the same sum.
+    ``forward(x, s, d)`` takes this layer's styles ``s`` [N, I] and demodulation coefficients
+    ``d`` [N, O] (sqrt(2) folded in), computed for all layers at once by the owner.
     """
 
     def __init__(self, layer: SynthesisLayer, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
@@ -660,17 +682,11 @@ class _FastConv(nn.Module):
         self.conv_clamp = layer.conv_clamp
         w = layer.weight.detach().float().clone()  # [O, I, k, k], a copy: the fast module is frozen
         out_ch, in_ch, kh, kw = w.shape
+        self.in_channels, self.out_channels = in_ch, out_ch
         in_res = layer.resolution // layer.up
         # Batch-1 strategy: which tensor is cheaper to scale, the weight or the input?
         self.fold_weights = out_ch * in_ch * kh * kw <= in_ch * in_res * in_res
-        a = layer.affine
-        self.register_buffer("affine_w", (a.weight.detach().float() * a.weight_gain).t().contiguous())  # [w_dim, I]
-        self.register_buffer("affine_b", (a.bias.detach().float() * a.bias_gain).contiguous())  # [I]
-        self.register_buffer("w2", w.square().sum(dim=[2, 3]).t().contiguous())  # [I, O]
-        if self.up == 2:
-            wt = w.transpose(0, 1).contiguous()  # [I, O, k, k] as conv_transpose2d wants it
-        else:
-            wt = w
+        wt = w.transpose(0, 1).contiguous() if self.up == 2 else w  # conv_transpose2d wants [I, O, k, k]
         self.register_buffer("weight_f32", wt)
         self.register_buffer("weight", wt.to(dtype).contiguous(memory_format=memory_format))
         f = layer.resample_filter.detach().float()
@@ -678,19 +694,17 @@ class _FastConv(nn.Module):
         if self.up == 2:
             fw = f.shape[-1]
             p = kw // 2
-            px0 = p + (fw + 1) // 2 - (kw - 1)
-            px1 = p + (fw - 2) // 2 - (kw - 2)
-            self.fir_pad = (px0, px1)
-            if px0 < 0 or px1 < 0:
+            self.fir_pad = (p + (fw + 1) // 2 - (kw - 1), p + (fw - 2) // 2 - (kw - 2))
+            if min(self.fir_pad) < 0:
                 raise ValueError("unsupported filter/kernel size combination for the fast path")
         self.register_buffer("fir", (f.flip([0, 1]) * 4.0)[None, None].repeat(out_ch, 1, 1, 1).to(dtype)
                              .contiguous(memory_format=memory_format))  # [O, 1, fh, fw]
-        gain = LRELU_GAIN
         b = layer.bias.detach().float()[None, :, None, None]  # [1, O, 1, 1]
         ns = float(layer.noise_strength.detach())
-        self.noise_strength_gain = ns * gain
-        self.register_buffer("bias_none", (b * gain).to(dtype))
-        self.register_buffer("bias_const", ((layer.noise_const.detach().float()[None, None] * ns + b) * gain)
+        self.noise_strength_gain = ns * LRELU_GAIN
+        self.register_buffer("bias_none", (b * LRELU_GAIN).to(dtype))
+        # const mode: (noise_const * strength + bias) * sqrt(2), one map added after the conv
+        self.register_buffer("bias_const", ((layer.noise_const.detach().float()[None, None] * ns + b) * LRELU_GAIN)
                              .to(dtype).contiguous(memory_format=memory_format))  # [1, O, H, W]
         # for widened frames (aspect != 1): the noise buffer and bias, to build bias_const at other sizes
         self.register_buffer("noise_const", layer.noise_const.detach().float().clone())  # [res, res]
@@ -713,34 +727,27 @@ class _FastConv(nn.Module):
             self._wide_const[key] = add
         return add
 
-    def _fir(self, y: torch.Tensor) -> torch.Tensor:
-        p0, p1 = self.fir_pad
-        y = F.pad(y, [p0, p1, p0, p1])
-        return F.conv2d(y, self.fir, groups=y.shape[1])
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s: torch.Tensor, d: torch.Tensor, noise_mode: str,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+        # size: the output's (H, W) as Python ints (the square resolution unless widened); given
+        # by the owner so that a TorchScript trace finds the cached noise maps by it
         n = x.shape[0]
-        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)  # [N, I] fp32
-        d = (styles.square().matmul(self.w2) + DEMOD_EPS).rsqrt() * LRELU_GAIN  # [N, O] fp32
-        if n == 1 and self.fold_weights:
-            if self.up == 2:  # weight [I, O, k, k]
-                wm = self.weight_f32 * styles[0].reshape(-1, 1, 1, 1) * d[0].reshape(1, -1, 1, 1)
-            else:  # weight [O, I, k, k]
-                wm = self.weight_f32 * styles[0].reshape(1, -1, 1, 1) * d[0].reshape(-1, 1, 1, 1)
-            wm = wm.to(self.dtype).contiguous(memory_format=self.memory_format)
-            y = self._conv(x, wm)
-            scale = None
-        else:
-            y = self._conv(x * styles.to(self.dtype).reshape(n, -1, 1, 1), self.weight)
-            scale = d.to(self.dtype).reshape(n, -1, 1, 1)
+        h, w = size if size is not None else (x.shape[-2] * self.up, x.shape[-1] * self.up)
         if noise_mode == "const":
-            add = self.const_add(y.shape[-2], y.shape[-1])
+            add = self.const_add(h, w)
         elif noise_mode == "random":
-            noise = torch.randn([n, 1, y.shape[-2], y.shape[-1]], device=y.device, dtype=torch.float32)
+            noise = torch.randn([n, 1, h, w], device=x.device, dtype=torch.float32)
             add = (noise * self.noise_strength_gain).to(self.dtype) + self.bias_none
         else:
             add = self.bias_none
-        y = torch.addcmul(add, y, scale) if scale is not None else y + add
+        if n == 1 and self.fold_weights:
+            # conv(x * s, W) * d == conv(x, W * s * d) for one sample: scale the small weight.
+            m = torch.outer(s[0], d[0]) if self.up == 2 else torch.outer(d[0], s[0])  # [I, O] | [O, I]
+            wm = (self.weight_f32 * m[:, :, None, None]).to(self.dtype, memory_format=self.memory_format)
+            y = self._conv(x, wm).add_(add)
+        else:
+            y = self._conv(x * s.to(self.dtype)[:, :, None, None], self.weight)
+            y = torch.addcmul(add, y, d.to(self.dtype)[:, :, None, None])
         y = F.leaky_relu_(y, LRELU_SLOPE)
         if self.conv_clamp is not None:
             y = y.clamp_(-self.conv_clamp, self.conv_clamp)
@@ -748,7 +755,11 @@ class _FastConv(nn.Module):
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.up == 2:
-            return self._fir(F.conv_transpose2d(x, weight, stride=2))
+            y = F.conv_transpose2d(x, weight, stride=2)
+            p0, p1 = self.fir_pad
+            if p0 == p1:
+                return F.conv2d(y, self.fir, padding=p0, groups=y.shape[1])
+            return F.conv2d(F.pad(y, [p0, p1, p0, p1]), self.fir, groups=y.shape[1])
         return F.conv2d(x, weight, padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -756,29 +767,29 @@ class _FastConv(nn.Module):
 
 
 class _FastToRGB(nn.Module):
-    """ToRGBLayer for inference: the 3 x I weight is modulated per sample (always cheap)."""
+    """ToRGBLayer for inference: the C x I weight is modulated per sample at batch 1 (cheap)."""
 
     def __init__(self, layer: ToRGBLayer, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
         super().__init__()
         self.dtype = dtype
         self.memory_format = memory_format
         self.conv_clamp = layer.conv_clamp
-        a = layer.affine
-        g = layer.weight_gain
-        self.register_buffer("affine_w", (a.weight.detach().float() * a.weight_gain * g).t().contiguous())  # [w_dim, I]
-        self.register_buffer("affine_b", (a.bias.detach().float() * a.bias_gain * g).contiguous())  # [I]
-        self.register_buffer("weight", layer.weight.detach().float().clone())  # [C, I, 1, 1]
+        self.in_channels = layer.in_channels
+        self.register_buffer("weight_f32", layer.weight.detach().float().clone())  # [C, I, 1, 1]
+        self.register_buffer("weight", layer.weight.detach().to(dtype).clone())
         self.register_buffer("bias", layer.bias.detach().float().clone())  # [C]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # -> [N, C, H, W] fp32
-        n = x.shape[0]
-        styles = torch.addmm(self.affine_b.unsqueeze(0), w, self.affine_w)  # [N, I]
-        if n == 1:
-            wm = (self.weight * styles[0].reshape(1, -1, 1, 1)).to(self.dtype).contiguous(memory_format=self.memory_format)
-            y = F.conv2d(x, wm)
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # s [N, I] (gain folded) -> [N, C, H, W] fp32
+        n, _, h, w = x.shape
+        wm = (self.weight_f32[None, :, :, 0, 0] * s[:, None, :]).to(self.dtype)  # [N, C, I] per sample
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # NHWC memory is [N, H*W, I]: one batched matmul per sample's 1x1 conv, NCHW out.
+            y = torch.bmm(wm, x.permute(0, 2, 3, 1).reshape(n, h * w, -1).transpose(1, 2)).view(n, -1, h, w)
+        elif n == 1:
+            y = F.conv2d(x, wm[0, :, :, None, None])
         else:
-            y = F.conv2d(x * styles.to(self.dtype).reshape(n, -1, 1, 1), self.weight.to(self.dtype))
-        y = y.float().contiguous() + self.bias.reshape(1, -1, 1, 1)
+            y = F.conv2d(x * s.to(self.dtype)[:, :, None, None], self.weight)
+        y = y.float().contiguous().add_(self.bias[None, :, None, None])
         if self.conv_clamp is not None:
             y = y.clamp_(-self.conv_clamp, self.conv_clamp)
         return y
@@ -793,36 +804,76 @@ class InferenceGenerator(nn.Module):
     (bf16 / fp16 / fp32) and, when ``channels_last``, in NHWC memory layout.
     """
 
-    def __init__(self, G: Generator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True) -> None:
+    def __init__(self, G: Generator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True,
+                 jit: bool = False) -> None:
         super().__init__()
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of float32, bfloat16, float16; got {dtype}")
         self.config = G.config
         self.dtype = dtype
+        self.jit = jit
+        # (batch, noise_mode, const pad, image shape) -> frozen TorchScript trace of _synthesize;
+        # dropped on .to()
+        self._traced: dict[tuple[Any, ...], torch.jit.ScriptModule] = {}
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.num_ws, self.w_dim, self.z_dim = G.num_ws, G.w_dim, G.z_dim
         self.img_resolution, self.img_channels = G.img_resolution, G.img_channels
         self.mapping = G.mapping
         syn = G.synthesis
         self.register_buffer("const", syn.b4.const.detach().to(dtype)[None].contiguous(memory_format=self.memory_format))
-        self.register_buffer("img_filter", setup_filter(G.config.resample_filter))
         self.convs = nn.ModuleList()
         self.torgbs = nn.ModuleList()
-        self.conv_w_index: list[int] = []
-        self.rgb_w_index: list[int] = []
+        self.convs_per_block: list[int] = []
+        # Every modulated layer in call order (convs of a block, then its toRGB) with its w index,
+        # affine (gains folded) and squared-weight sums, zero-padded to the widest layer.
+        affines: list[tuple[torch.Tensor, torch.Tensor]] = []
+        w2s: list[torch.Tensor | None] = []
+        w_index: list[int] = []
         w_idx = 0
         for res in syn.block_resolutions:
             block: SynthesisBlock = getattr(syn, f"b{res}")
             layers = [block.conv1] if block.in_channels == 0 else [block.conv0, block.conv1]
             for i, layer in enumerate(layers):
                 self.convs.append(_FastConv(layer, dtype, self.memory_format))
-                self.conv_w_index.append(w_idx + i)
-            self.torgbs.append(_FastToRGB(block.torgb, dtype, self.memory_format))
-            self.rgb_w_index.append(w_idx + block.num_conv)
+                a = layer.affine
+                affines.append((a.weight.detach().float() * a.weight_gain, a.bias.detach().float() * a.bias_gain))
+                w2s.append(layer.weight.detach().float().square().sum(dim=[2, 3]).t())  # [I, O]
+                w_index.append(w_idx + i)
+            rgb = block.torgb
+            self.torgbs.append(_FastToRGB(rgb, dtype, self.memory_format))
+            a, g = rgb.affine, rgb.weight_gain
+            affines.append((a.weight.detach().float() * a.weight_gain * g, a.bias.detach().float() * a.bias_gain * g))
+            w2s.append(None)
+            w_index.append(w_idx + block.num_conv)
+            self.convs_per_block.append(len(layers))
             w_idx += block.num_conv
-        self.convs_per_block = [1] + [2] * (len(syn.block_resolutions) - 1)
+        i_max = max(w.shape[0] for w, _ in affines)
+        o_max = max(w.shape[1] for w in w2s if w is not None)
+        aw = torch.zeros(len(affines), self.w_dim, i_max)
+        ab = torch.zeros(len(affines), 1, i_max)
+        w2 = torch.zeros(len(affines), i_max, o_max)
+        for k, ((weight, bias), sq) in enumerate(zip(affines, w2s)):
+            aw[k, :, : weight.shape[0]] = weight.t()
+            ab[k, 0, : bias.shape[0]] = bias
+            if sq is not None:
+                w2[k, : sq.shape[0], : sq.shape[1]] = sq
+        self.register_buffer("affine_w", aw)  # [L, w_dim, I_max]
+        self.register_buffer("affine_b", ab)  # [L, 1, I_max]
+        self.register_buffer("w2", w2)  # [L, I_max, O_max]
+        self.register_buffer("w_index", torch.tensor(w_index, dtype=torch.long))  # [L]
+        # The skip image is up-sampled by two small matmuls per block (the FIR is separable).
+        self._resample_taps = G.config.resample_filter
+        self._up_matrices: dict[tuple[int, torch.device], torch.Tensor] = {}
         self._wide_const: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
         self.eval()
+
+    def styles(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Styles [L, N, I_max] of every modulated layer and demodulation coefficients [L, N, O_max]
+        (times the lrelu gain), fp32, in two batched matmuls."""
+        w = ws.index_select(1, self.w_index).transpose(0, 1)  # [L, N, w_dim]
+        s = torch.baddbmm(self.affine_b, w, self.affine_w)
+        d = (s.square().bmm(self.w2) + DEMOD_EPS).rsqrt_().mul_(LRELU_GAIN)
+        return s, d
 
     def const_for(self, pad: tuple[int, int]) -> torch.Tensor:
         """The constant ``[1, C, 4+, 4+]`` widened by ``pad`` cells (:func:`widen_const`), kept per pad."""
@@ -835,40 +886,113 @@ class InferenceGenerator(nn.Module):
             self._wide_const[key] = const
         return const
 
+    def _up_matrix(self, size: int) -> torch.Tensor:
+        """:func:`upsample_matrix` ``[2 * size, size]`` on this module's device, kept per size."""
+        key = (size, self.const.device)
+        a = self._up_matrices.get(key)
+        if a is None:
+            a = self._up_matrices[key] = upsample_matrix(self._resample_taps, size).to(self.const.device)
+        return a
+
+    def _upsample_image(self, img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[N, C, H, W] -> [N, C, 2H, 2W]; ``size`` = (H, W) as Python ints."""
+        return torch.matmul(torch.matmul(self._up_matrix(size[0]), img), self._up_matrix(size[1]).t())
+
     @torch.no_grad()
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const", aspect: float = 1.0) -> torch.Tensor:
         """W+ [N, num_ws, w_dim] -> float32 image [N, C, H, W] (``aspect`` as SynthesisNetwork.forward)."""
         check_ws(ws, self.num_ws, self.w_dim)
         check_noise_mode(noise_mode)
         pad = const_padding(self.img_resolution, aspect)  # checks aspect
+        shape = aspect_shape(self.img_resolution, aspect)
         ws = ws.to(device=self.const.device, dtype=torch.float32)
-        n = ws.shape[0]
-        x = self.const_for(pad).expand(n, -1, -1, -1)
+        if not self.jit:
+            return self._synthesize(ws, noise_mode, pad, shape)
+        key = (ws.shape[0], noise_mode, pad, shape)
+        traced = self._traced.get(key)
+        if traced is None:
+            try:
+                traced = self._traced[key] = self._trace(ws, noise_mode, pad, shape)
+            except Exception as exc:  # TorchScript is deprecated in torch 2.x: run eagerly if it fails
+                log.warning("tracing the synthesis failed (%s); running it eagerly", exc)
+                self.jit = False
+                return self._synthesize(ws, noise_mode, pad, shape)
+        return traced(ws)
+
+    def _trace(self, ws: torch.Tensor, noise_mode: str, pad: tuple[int, int],
+               shape: tuple[int, int]) -> torch.jit.ScriptModule:
+        """A frozen TorchScript trace of :meth:`_synthesize` for this batch size, noise mode and aspect
+        (about 0.1-0.2 s; the traced call was 6-11% faster on a CPU: no Python between the ops,
+        weights as constants, convolutions prepacked by ``optimize_for_inference``)."""
+        import warnings
+
+        # One eager call first fills the per-size caches (widened constant and noise maps, the
+        # up-sampling matrices), so the trace takes them as constants instead of recording the
+        # ops that build them (the widened noise's seeded randn would be redrawn every call).
+        self._synthesize(ws, noise_mode, pad, shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the batch-1 branch is baked in: intended
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.x points to torch.compile (see README)
+            traced = torch.jit.trace(_Synthesize(self, noise_mode, pad, shape).eval(), (ws,), check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "InferenceGenerator":
+        self._traced = {}  # traces hold the old tensors as constants
+        return super()._apply(fn, *args, **kwargs)
+
+    def _synthesize(self, ws: torch.Tensor, noise_mode: str, pad: tuple[int, int] = (0, 0),
+                    shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """The synthesis proper: ``pad`` cells widen the constant, ``shape`` is the middle cropped."""
+        s, d = self.styles(ws)
+        x = self.const_for(pad).expand(ws.shape[0], -1, -1, -1)  # the input (widened when pad)
+        rows, cols = 4 + 2 * pad[0], 4 + 2 * pad[1]  # cells of the constant; each is res/4 px at res
         img: torch.Tensor | None = None
-        c = 0
+        c = k = 0
         for b, count in enumerate(self.convs_per_block):
             for _ in range(count):
-                x = self.convs[c](x, ws[:, self.conv_w_index[c]], noise_mode)
+                conv: _FastConv = self.convs[c]
+                size = (rows * conv.resolution // 4, cols * conv.resolution // 4)
+                x = conv(x, s[k, :, : conv.in_channels], d[k, :, : conv.out_channels], noise_mode, size)
                 c += 1
-            y = self.torgbs[b](x, ws[:, self.rgb_w_index[b]])
-            img = y if img is None else upsample2d(img, self.img_filter) + y
+                k += 1
+            rgb: _FastToRGB = self.torgbs[b]
+            y = rgb(x, s[k, :, : rgb.in_channels])
+            k += 1
+            img = y if img is None else self._upsample_image(img, (size[0] // 2, size[1] // 2)).add_(y)
         assert img is not None
-        if pad != (0, 0):
-            img = crop_center(img, *aspect_shape(self.img_resolution, aspect)).contiguous()
+        if pad != (0, 0) and shape is not None:
+            img = crop_center(img, *shape).contiguous()
         return img
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", aspect: float = 1.0) -> torch.Tensor:
         return self.synthesis(ws, noise_mode, aspect)
 
 
+class _Synthesize(nn.Module):
+    """``gen._synthesize(ws, noise_mode, pad, shape)`` as a module's forward, for torch.jit.trace."""
+
+    def __init__(self, gen: InferenceGenerator, noise_mode: str, pad: tuple[int, int], shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.gen = gen
+        self.noise_mode = noise_mode
+        self.pad = pad
+        self.shape = shape
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.gen._synthesize(ws, self.noise_mode, self.pad, self.shape)
+
+
 def prepare_for_inference(
-    G: Generator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True
+    G: Generator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True, jit: bool = False
 ) -> InferenceGenerator:
     """A fast frozen copy of ``G`` (same device) for real-time synthesis; see InferenceGenerator.
+
+    ``jit``: run each (batch size, noise mode) as a frozen TorchScript trace, made on its first
+    call; the same arithmetic, 6-11% faster per frame on a CPU.
 
     bf16 + channels_last was about 3x faster than fp32 at 256 px on an AVX-512 CPU. Callers on
     CPU should also call ``torch.set_flush_denormal(True)`` once (a process-wide setting, so it is
     not done here).
     """
     device = next(G.parameters()).device
-    return InferenceGenerator(G, dtype=dtype, channels_last=channels_last).to(device)
+    return InferenceGenerator(G, dtype=dtype, channels_last=channels_last, jit=jit).to(device)

@@ -78,6 +78,10 @@ def test_bench_prints_stage_figures(tiny_bundle_dir, capsys):
     assert r["fps"] > 0 and r["peak_rss_mb"] > 0
     for stage in ("mel", "encoder", "recurrent", "synthesis", "to_uint8"):
         assert r["stages_ms"][stage]["p50"] > 0
+    # the reference and the fast synthesis, timed side by side in the same run
+    syn = r["synthesis_ms_per_frame"]
+    assert set(syn) == {"reference", "fast"} and all(set(syn[k]) == {"1", "4"} for k in syn)
+    assert all(v > 0 for k in syn for v in syn[k].values())
     # the latency is measured on the live engine: bursts in, changed frames out
     (lat,) = r["latency"]
     assert lat["bursts"] == 3 and lat["first_change_ms"]["n"] >= 2
@@ -87,6 +91,7 @@ def test_bench_prints_stage_figures(tiny_bundle_dir, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "frames per second" in text and "synthesis" in text
+    assert "reference (plain fp32)" in text and "fast (float32)" in text
 
 
 def test_bench_beat_prints_on_beat_figures(tiny_bundle_dir, capsys):
@@ -103,3 +108,13 @@ def test_devices_lists_or_says_none(capsys):
     assert main(["devices", "--outputs"]) == 0
     out = capsys.readouterr().out
     assert "inputs" in out or "no audio input devices" in out
+
+
+def test_render_threads_must_be_a_whole_number(wav, tmp_path, capsys):
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit) as exc:
+            main(["render", str(wav), "-o", str(tmp_path / "o.mp4"), "--threads", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--threads: must be a whole number >= 0" in err
+    assert not (tmp_path / "o.mp4").exists()

@@ -278,7 +278,8 @@ def test_benchmark_script_runs(capsys) -> None:
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("8 ")]
     assert [r[3] for r in rows] == ["ref", "fp32", "bf16"]
-    assert all(float(r[4]) > 0 for r in rows)
+    assert all(float(r[8]) > 0 and float(r[9]) > 0 and float(r[10]) > 0 for r in rows)  # MACs, floor, ratio
+    assert all(float(r[5]) > 0 for r in rows)
 
 
 @pytest.mark.requires_cuda

@@ -124,6 +124,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     assert started is not None
     wall = time.perf_counter() - started
     snap = show.stats.snapshot()
+    synthesis = compare_synthesis(show, iters=max(3, frames // 10))
     stages = {k: snap["stages"][k] for k in STAGES if k in snap["stages"]}
     achieved = frames / wall
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -144,6 +145,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
         "fps": achieved,
         "render_speed_x_realtime_at_fps": achieved / fps,
         "stages_ms": {k: {"p50": v["p50"], "p90": v["p90"]} for k, v in stages.items()},
+        "synthesis_ms_per_frame": synthesis,
         "peak_rss_mb": peak_rss_mb,
         "peak_cuda_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
     }
@@ -183,6 +185,35 @@ def prepare_bundle(spec: str | None, atlas_samples: int) -> str | None:
     return str(target)
 
 
+def compare_synthesis(show: Any, batches: tuple[int, ...] = (1, 4), iters: int = 10) -> dict[str, Any]:
+    """Milliseconds per frame (median) of the plain fp32 generator (the reference, the path before
+    the fast one) and of the show's fast synthesis, at each batch size, timed interleaved in this
+    run so that both see the same machine load."""
+    from vjapp.engine.frames import synchronize
+
+    dev = show.device
+    reference = show.G.synthesis
+    fast = show.renderer.fast.synthesis
+    out: dict[str, Any] = {"reference": {}, "fast": {}}
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for batch in batches:
+        z = torch.randn([batch, show.G.z_dim], generator=gen).to(dev)
+        with torch.no_grad():
+            ws = show.G.mapping(z, truncation_psi=0.7)
+            times: dict[str, list[float]] = {"reference": [], "fast": []}
+            for i in range(iters + 1):  # the first round warms up
+                for name, fn in (("reference", reference), ("fast", fast)):
+                    synchronize(dev)
+                    t0 = time.perf_counter()
+                    fn(ws)
+                    synchronize(dev)
+                    if i > 0:
+                        times[name].append((time.perf_counter() - t0) * 1000.0 / batch)
+        for name in times:
+            out[name][str(batch)] = float(np.median(times[name]))
+    return out
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"vjapp bench — {r['bundle']}",
@@ -195,6 +226,12 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     for name, v in r["stages_ms"].items():
         lines.append(f"{name:<14}{(v['p50'] or 0):>10.2f}{(v['p90'] or 0):>10.2f}")
+    syn = r.get("synthesis_ms_per_frame")
+    if syn:
+        batches = list(syn["fast"])
+        lines += ["", "synthesis ms per frame, same run " + "".join(f"{'batch ' + b:>10}" for b in batches)]
+        for name, label in (("reference", "reference (plain fp32)"), ("fast", f"fast ({r['dtype']})")):
+            lines.append(f"{label:<32}" + "".join(f"{syn[name][b]:>10.2f}" for b in batches))
     lines += [
         "",
         f"frames per second          {r['fps']:.1f}",

@@ -45,6 +45,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0 (0: all cores but one), got {text!r}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = _HelpFormatter
     p.add_argument("input", help="audio file (WAV, FLAC, OGG, MP3, or a video's audio track)")
@@ -66,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, else Apple-silicon MPS, else CPU), cpu, mps or cuda[:N]")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="synthesis precision (auto: bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--threads", type=_threads, default=0,
+                   help="torch CPU threads (0: all cores but one, which the encoder thread gets)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -427,6 +439,10 @@ def run(args: argparse.Namespace) -> int:
     from model.formats import CheckpointError
     from vjapp.output.mp4 import RecordingError
 
+    # Synthesis and H.264 encoding overlap: leave the encoder thread a core. On a 2-core machine
+    # with other load, two torch threads made the render 5x slower than one (OpenMP threads
+    # waiting on each other while the encoder and other processes hold the cores).
+    torch.set_num_threads(args.threads if args.threads > 0 else max(1, (os.cpu_count() or 2) - 1))
     with SignalStop() as stop:
         try:
             controls = Controls().replace(prompt=args.prompt, seed=args.seed, fps=args.fps,

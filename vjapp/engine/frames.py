@@ -77,7 +77,8 @@ class FrameRenderer:
         self.dtype = dtype
         # "native": the bundle's display size (the generator's resolution unless the bundle upsamples)
         self.native_size = int(native_size or G.img_resolution)
-        self.fast = prepare_generator(G, dtype=dtype, channels_last=True).to(device)
+        # StyleGAN2 on a CPU: each batch size runs as a frozen TorchScript trace (6-11% faster per frame)
+        self.fast = prepare_generator(G, dtype=dtype, channels_last=True, jit=device.type == "cpu").to(device)
         self.size = size or self.native_size
         self.has_camera = supports_camera(self.fast)
         self._camera: tuple[float, float, float] | None = None
@@ -104,10 +105,13 @@ class FrameRenderer:
 
     @torch.no_grad()
     def images(self, ws: torch.Tensor, noise_mode: str = "const", aspect: str | None = None,
-               cameras: Sequence[tuple[float, float, float]] | None = None) -> torch.Tensor:
+               cameras: Sequence[tuple[float, float, float]] | None = None,
+               channels_last: bool = False) -> torch.Tensor:
         """ws ``[N, num_ws, w_dim]`` -> float images ``[N, 3, H, W]`` in [-1, 1] of :attr:`shape`
         (of ``aspect`` instead of the renderer's, when given: e.g. square for CLIP). ``cameras``: one
-        ``(x, y, rotate)`` per image (StyleGAN3; ignored by generators without a camera)."""
+        ``(x, y, rotate)`` per image (StyleGAN3; ignored by generators without a camera). With
+        ``channels_last`` in NHWC memory (the same values: resizing and the conversion to uint8
+        frames were both about 2x faster on a CPU in that layout)."""
         aspect = aspect or self.aspect
         ratio = aspect_ratio(aspect)
         ws = ws.to(self.device)
@@ -116,6 +120,8 @@ class FrameRenderer:
             kwargs["camera"] = torch.stack([camera_matrix((x, y), r) for x, y, r in cameras]).to(self.device)
         # aspect 1 calls synthesis as before, so a generator without the keyword still renders squares
         img = self.fast.synthesis(ws, noise_mode=noise_mode, **kwargs).float()
+        if channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
         h, w = frame_shape(self.size, aspect)
         if img.shape[-2:] != (h, w):
             down = h < img.shape[-2]
@@ -125,8 +131,17 @@ class FrameRenderer:
     @torch.no_grad()
     def frame(self, ws: torch.Tensor, noise_mode: str = "const") -> np.ndarray:
         """ws ``[num_ws, w_dim]`` -> ``[H, W, 3]`` uint8, C-contiguous (what displays and encoders take)."""
-        img = self.images(ws.unsqueeze(0), noise_mode)[0]
+        img = self.images(ws.unsqueeze(0), noise_mode, channels_last=True)[0]
         return to_uint8(img)
+
+
+def to_uint8_batch(imgs: torch.Tensor) -> list[np.ndarray]:
+    """``[N, 3, H, W]`` in [-1, 1] -> N ``[H, W, 3]`` uint8 arrays, each C-contiguous: what
+    :func:`to_uint8` gives per image, in a few passes over the whole batch (in place on ``imgs``)."""
+    x = torch.nan_to_num_(imgs.float(), nan=-1.0).clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_()
+    out = torch.empty(imgs.shape[0], imgs.shape[2], imgs.shape[3], imgs.shape[1], dtype=torch.uint8)
+    out.copy_(x.permute(0, 2, 3, 1))
+    return list(out.numpy())
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

@@ -20,7 +20,7 @@ from model.bundle import Bundle
 from model.clip import class_text_embeddings
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
-from vjapp.engine.frames import FrameRenderer, to_uint8
+from vjapp.engine.frames import FrameRenderer, to_uint8_batch
 from vjapp.engine.interp import LatentTimeline
 from vjapp.engine.latents import Crossfade, LatentBank, PromptSearch, truncate
 from vjapp.engine.pipeline import Heard, PipelineConfig, SceneLayer, SoundToLatent, StepResult
@@ -308,9 +308,9 @@ class Show:
         with self.stats.stage("interpolate"):
             ws = self.ws_at(times, pulses)
         with self.stats.stage("synthesis"):
-            imgs = self.renderer.images(ws, self.controls.noise_mode, cameras=cameras)
+            imgs = self.renderer.images(ws, self.controls.noise_mode, cameras=cameras, channels_last=True)
         with self.stats.stage("to_uint8"):
-            frames = [to_uint8(img) for img in imgs]
+            frames = to_uint8_batch(imgs)
         for _ in frames:
             self.stats.tick_display()
         return frames
