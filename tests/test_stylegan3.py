@@ -538,3 +538,26 @@ def test_a_stylegan3_pickle_plays_in_render_with_sound_meaning_and_beats(tmp_pat
         frames = [f.to_ndarray(format="rgb24").astype(np.float32) for f in c.decode(video=0)]
     assert len(frames) == 20
     assert np.mean([np.abs(b - a).mean() for a, b in zip(frames, frames[1:])]) > 0.5
+
+
+def test_a_dropped_stylegan3_pickle_plays_in_the_app_with_its_atlas(make_app, qtbot, tmp_path: Path) -> None:
+    """Drag a StyleGAN3-t pickle onto the output window: it plays at once (rhythm layer, camera
+    pushed by kicks), its atlas is built in a child process and attached for the sound's meaning."""
+    from test_anygen import _drop
+
+    G = reference("t")
+    with torch.no_grad():
+        for name, p in G.mapping.named_parameters():
+            if name.endswith("weight"):
+                p.mul_(100.0)
+    pkl = write_pickle(tmp_path / "sg3t.pkl", G)
+    ctx = make_app(atlas_samples=16, size=64)
+    first = ctx.engine
+    _drop(ctx.output, pkl)
+    qtbot.waitUntil(lambda: ctx.engine is not first and ctx.bundle.info.num_ws == G.num_ws, timeout=120_000)
+    assert isinstance(ctx.bundle.generator, Generator)
+    qtbot.waitUntil(lambda: ctx.engine.frames.stamp > 0, timeout=60_000)
+    qtbot.waitUntil(lambda: ctx.atlas_state == "attached", timeout=180_000)
+    show = ctx.engine.show
+    assert show.sound.scene_layer is not None and len(show.atlas) == 16
+    assert show.renderer.has_camera
