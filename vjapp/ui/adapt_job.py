@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from PyQt6.QtCore import QObject, QProcess, pyqtSignal
+from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,6 +28,8 @@ from PyQt6.QtWidgets import (
     QPushButton,
     QWidget,
 )
+
+from vjapp.ui.child_job import ChildJob
 
 DEVICES = ("auto", "cpu", "cuda")
 # tqdm's "desc:  10%|█   | 5/50 [00:01<00:10, ...]"
@@ -69,7 +71,7 @@ def parse_progress(text: str) -> tuple[int, int] | None:
     return int(done), int(total)
 
 
-class AdaptJob(QObject):
+class AdaptJob(ChildJob):
     """``vjapp-train adapt`` in a child process; the GUI stays live.
 
     Signals: ``progress(done, total)`` as steps complete, ``output(line)`` for each log line,
@@ -83,59 +85,30 @@ class AdaptJob(QObject):
     def __init__(self, command: Sequence[str], out: str | Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.command = list(command)
+        self.program = self.command[0]
         self.out = str(out)
-        self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        self.process.readyReadStandardOutput.connect(self._read)
-        self.process.finished.connect(self._done)
-        self.process.errorOccurred.connect(self._error)
-        self._lines: list[str] = []
-        self._reported = False
 
     def start(self) -> None:
         Path(self.out).parent.mkdir(parents=True, exist_ok=True)
         self.process.start(self.command[0], self.command[1:])
-
-    def running(self) -> bool:
-        return self.process.state() != QProcess.ProcessState.NotRunning
 
     def stop(self) -> None:
         """Ask the trainer to stop: SIGTERM makes it checkpoint and write a usable bundle."""
         if self.running():
             self.process.terminate()
 
-    def kill(self) -> None:
-        if self.running():
-            self.process.kill()
-            self.process.waitForFinished(2000)
-
-    def _read(self) -> None:
-        text = bytes(self.process.readAllStandardOutput().data()).decode("utf-8", "replace")
+    def take_output(self, text: str) -> None:
         step = parse_progress(text)
         if step is not None:
             self.progress.emit(*step)
         for line in re.split(r"[\r\n]+", text):
             line = line.strip()
             if line and parse_progress(line) is None:
-                self._lines.append(line)
-                del self._lines[:-200]
+                self.keep(line)
                 self.output.emit(line)
 
-    def _done(self, code: int, status: QProcess.ExitStatus) -> None:
-        self._read()
-        ok = status == QProcess.ExitStatus.NormalExit and code == 0
-        errors = [ln for ln in self._lines if "error" in ln.lower()]
-        message = "" if ok else (errors[-1] if errors else (self._lines[-1] if self._lines else f"exit code {code}"))
-        self._finish(ok, message)
-
-    def _error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._finish(False, f"could not start {self.command[0]}: {self.process.errorString()}")
-
-    def _finish(self, ok: bool, message: str) -> None:
-        if not self._reported:
-            self._reported = True
-            self.finished.emit(ok, self.out, message)
+    def report(self, ok: bool, message: str) -> None:
+        self.finished.emit(ok, self.out, message)
 
 
 class AdaptDialog(QDialog):

@@ -11,11 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-from PyQt6.QtCore import QMimeData, QObject, QProcess, QProcessEnvironment, pyqtSignal
+from PyQt6.QtCore import QMimeData, QObject, QProcessEnvironment, pyqtSignal
 
 from model.bundle import BUNDLE_FILE
 from vjapp.atlas_build import DONE_PREFIX, ERROR_PREFIX, parse_progress
 from vjapp.imported import GENERATOR_FILES
+from vjapp.ui.child_job import ChildJob
 
 
 def droppable_path(mime: QMimeData) -> str | None:
@@ -31,44 +32,29 @@ def droppable_path(mime: QMimeData) -> str | None:
     return None
 
 
-class AtlasJob(QObject):
+class AtlasJob(ChildJob):
     """One atlas build for ``bundle`` in a child process; the GUI stays live."""
 
     progress = pyqtSignal(int, int)
     finished = pyqtSignal(bool, str)
 
     def __init__(self, bundle: str | Path, samples: int, threads: int = 1, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(parent, merged=False)
         self.bundle = str(bundle)
         self.samples = int(samples)
         self.threads = int(threads)
-        self.process = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         root = str(Path(__file__).resolve().parents[2])  # the source tree, so `-m vjapp.atlas_build` resolves
         env.insert("PYTHONPATH", os.pathsep.join(p for p in (root, env.value("PYTHONPATH")) if p))
         self.process.setProcessEnvironment(env)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
-        self.process.readyReadStandardOutput.connect(self._read)
-        self.process.finished.connect(self._done)
-        self.process.errorOccurred.connect(self._error)
         self._last = ""
         self._error_line = ""
-        self._reported = False
 
     def start(self) -> None:
         self.process.start(sys.executable, ["-m", "vjapp.atlas_build", self.bundle, "--samples", str(self.samples),
                                             "--threads", str(self.threads)])
 
-    def running(self) -> bool:
-        return self.process.state() != QProcess.ProcessState.NotRunning
-
-    def kill(self) -> None:
-        if self.running():
-            self.process.kill()
-            self.process.waitForFinished(2000)
-
-    def _read(self) -> None:
-        text = bytes(self.process.readAllStandardOutput().data()).decode("utf-8", "replace")
+    def take_output(self, text: str) -> None:
         for line in text.splitlines():
             line = line.strip()
             got = parse_progress(line)
@@ -79,20 +65,12 @@ class AtlasJob(QObject):
             elif line.startswith(DONE_PREFIX):
                 self._last = line
 
-    def _done(self, code: int, status: QProcess.ExitStatus) -> None:
-        self._read()
-        ok = status == QProcess.ExitStatus.NormalExit and code == 0
-        if ok:
-            self._finish(True, self._last)
-            return
+    def success_message(self) -> str:
+        return self._last
+
+    def failure_message(self, code: int) -> str:
         tail = bytes(self.process.readAllStandardError().data()).decode("utf-8", "replace").strip().splitlines()
-        self._finish(False, self._error_line or (tail[-1] if tail else f"the atlas builder stopped (exit code {code})"))
+        return self._error_line or (tail[-1] if tail else f"the atlas builder stopped (exit code {code})")
 
-    def _error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._finish(False, f"could not start {sys.executable}: {self.process.errorString()}")
-
-    def _finish(self, ok: bool, message: str) -> None:
-        if not self._reported:
-            self._reported = True
-            self.finished.emit(ok, message)
+    def report(self, ok: bool, message: str) -> None:
+        self.finished.emit(ok, message)

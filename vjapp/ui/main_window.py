@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from PyQt6.QtCore import QByteArray, QObject, QProcess, QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QByteArray, QObject, QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PyQt6.QtWidgets import (
     QCheckBox,
@@ -74,6 +74,7 @@ from vjapp.engine.controls import (
 from vjapp.ui.rhythm_meter import RhythmMeter
 from vjapp.engine.mailbox import Mailbox
 from vjapp.engine.stats import RateMeter, RecentCounts
+from vjapp.ui.child_job import ChildJob
 from vjapp.ui.output_window import SCALE_MODES, OutputWindow
 from vjapp.ui.scope import ScopePanel
 from vjapp.ui.widgets import ControlSlider, MidiLearnMenu
@@ -189,7 +190,7 @@ class PresetSaveDialog(QDialog):
         return self.midi_check.isEnabled() and self.midi_check.isChecked()
 
 
-class ConvertJob(QObject):
+class ConvertJob(ChildJob):
     """``python -m vjapp convert SRC -o OUT`` in a child process (the GUI stays live).
 
     ``finished(ok, out_stem, message)``: ``message`` is the converter's last error line on failure.
@@ -202,48 +203,17 @@ class ConvertJob(QObject):
         super().__init__(parent)
         self.src = src
         self.out_stem = out_stem
-        self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
-        self.process.readyReadStandardOutput.connect(self._read)
-        self.process.finished.connect(self._done)
-        self.process.errorOccurred.connect(self._error)
-        self._lines: list[str] = []
-        self._reported = False
 
     def start(self) -> None:
         Path(self.out_stem).parent.mkdir(parents=True, exist_ok=True)
         self.process.start(sys.executable, ["-m", "vjapp", "convert", self.src, "-o", self.out_stem, "--force"])
 
-    def running(self) -> bool:
-        return self.process.state() != QProcess.ProcessState.NotRunning
+    def keep(self, line: str) -> None:
+        super().keep(line)
+        self.output.emit(line)
 
-    def kill(self) -> None:
-        if self.running():
-            self.process.kill()
-            self.process.waitForFinished(2000)
-
-    def _read(self) -> None:
-        text = bytes(self.process.readAllStandardOutput().data()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            if line.strip():
-                self._lines.append(line.rstrip())
-                self.output.emit(line.rstrip())
-
-    def _done(self, code: int, status: QProcess.ExitStatus) -> None:
-        self._read()
-        ok = status == QProcess.ExitStatus.NormalExit and code == 0
-        errors = [ln for ln in self._lines if "error" in ln.lower()]
-        message = "" if ok else (errors[-1] if errors else (self._lines[-1] if self._lines else f"exit code {code}"))
-        self._finish(ok, message)
-
-    def _error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.ProcessError.FailedToStart:
-            self._finish(False, f"could not start {sys.executable}: {self.process.errorString()}")
-
-    def _finish(self, ok: bool, message: str) -> None:
-        if not self._reported:
-            self._reported = True
-            self.finished.emit(ok, self.out_stem, message)
+    def report(self, ok: bool, message: str) -> None:
+        self.finished.emit(ok, self.out_stem, message)
 
 
 @dataclass
