@@ -50,7 +50,9 @@ class ModelStepper:
             if k not in self._heard:
                 ks = range(k, k + HEAR_BATCH)
                 self._heard.clear()
-                self._heard.update(zip(ks, self.show.sound.hear_many(self.windows(ks), self.weight)))
+                sound = self.show.sound
+                self._heard.update(zip(ks, sound.hear_many(self.windows(ks), self.weight,
+                                                           sound.uses_offsets(self.show.controls))))
             self.show.model_step(k * self.step_dt, [], heard=self._heard[k])
             self.next_step += 1
 

@@ -178,11 +178,13 @@ class SoundToLatent:
             controls: the performer's controls (gains, smoothing, mix strengths, truncation).
             mix: raw latents ``[num_ws, w_dim]`` for the coarse, mid and fine mix slots, or None.
         """
-        return self.advance(self.hear(windows, controls.source_weights), base, controls, mix)
+        return self.advance(self.hear(windows, controls.source_weights, self.uses_offsets(controls)), base,
+                            controls, mix)
 
     @torch.no_grad()
-    def hear(self, windows: Sequence[torch.Tensor], weights: Sequence[float]) -> Heard:
-        """Mel, E_a and F_a of one window per source, mixed by ``weights`` (Sound2Scene: offsets add)."""
+    def hear(self, windows: Sequence[torch.Tensor], weights: Sequence[float], offsets: bool = True) -> Heard:
+        """Mel, E_a and F_a of one window per source, mixed by ``weights`` (Sound2Scene: offsets add).
+        ``offsets`` False (:meth:`uses_offsets` says they will not be played) skips E_a: its delta stays 0."""
         active = [(w, x) for w, x in zip(weights, windows) if w > 0.0]
         if not active:
             return Heard(torch.zeros_like(self.offset), float("-inf"), None)
@@ -191,7 +193,7 @@ class SoundToLatent:
         with self._stage("mel"):
             mels = self.logmel(batch)  # [S, n_mels, T]
         delta = torch.zeros_like(self.offset)
-        if self.inversion is not None:
+        if self.inversion is not None and offsets:
             with self._stage("encoder"):
                 delta = (self.inversion(mels) * wts).sum(0, keepdim=True)  # [1, L, C]
         mixed = (batch * wts.view(-1, 1)).sum(0)  # [N]
@@ -200,7 +202,7 @@ class SoundToLatent:
                      if self.scene_layer is not None else None)
 
     @torch.no_grad()
-    def hear_many(self, windows: torch.Tensor, weight: float = 1.0) -> list[Heard]:
+    def hear_many(self, windows: torch.Tensor, weight: float = 1.0, offsets: bool = True) -> list[Heard]:
         """:meth:`hear` for many windows of one source at once ``[K, window_samples]`` (offline
         render: E_a and F_a have no state, so the windows of a whole stretch of a file batch together)."""
         if weight <= 0.0:
@@ -208,7 +210,7 @@ class SoundToLatent:
         batch = windows.to(self.device, torch.float32) * weight  # [K, N]
         with self._stage("mel"):
             mels = self.logmel(batch)  # [K, n_mels, T]
-        if self.inversion is not None:
+        if self.inversion is not None and offsets:
             with self._stage("encoder"):
                 deltas = self.inversion(mels)  # [K, L, C]
         else:

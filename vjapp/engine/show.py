@@ -247,7 +247,8 @@ class Show:
             windows, heard = [], None
         with self.stats.stage("model_step"):
             if heard is None:
-                heard = self.sound.hear(windows, self.controls.source_weights)
+                heard = self.sound.hear(windows, self.controls.source_weights,
+                                        self.sound.uses_offsets(self.controls))
             result = self.sound.advance(heard, self.base.value(now), self.controls, self._mix)
         self.timeline.push(now, result.ws)
         self.stats.tick_model()
