@@ -186,15 +186,17 @@ class AtlasSteering:
         self._entry_anchor = None if self.anchors is None else atlas.embeddings @ self.anchors.T
 
     @torch.no_grad()
-    def weights(self, query: torch.Tensor, base_w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(indices [B, k], weights [B, k])`` for queries ``[B, D]`` (or ``[D]``), weights summing to 1."""
+    def weights(self, query: torch.Tensor, base_w: torch.Tensor | None = None,
+                classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices [B, k], weights [B, k])`` for queries ``[B, D]`` (or ``[D]``), weights summing to 1;
+        ``classes`` ``[B]``: the class prompt to anchor to (default: the one each query is nearest to)."""
         q = F.normalize(query.float().reshape(-1, query.shape[-1]), dim=-1).to(self.atlas.embeddings.device)
         sims = q @ self.atlas.embeddings.T  # [B, N]
         s = self.settings
         k = max(1, min(s.top_k, sims.shape[1]))
         if s.anchor > 0.0 and self._entry_anchor is not None:
             assert self.anchors is not None
-            nearest = (q @ self.anchors.T).argmax(dim=1)  # [B]: the class prompt the query is nearest to
+            nearest = (q @ self.anchors.T).argmax(dim=1) if classes is None else classes.to(q.device)  # [B]
             sims = sims + s.anchor * self._entry_anchor[:, nearest].T  # [B, N]
         score = sims / max(s.temperature, 1e-4)
         if s.locality > 0.0 and base_w is not None:
@@ -205,9 +207,10 @@ class AtlasSteering:
         return idx, torch.softmax(top, dim=1)
 
     @torch.no_grad()
-    def target(self, query: torch.Tensor, base_w: torch.Tensor | None = None) -> torch.Tensor:
-        """Blended raw ``w`` ``[B, w_dim]`` for queries ``[B, D]``."""
-        idx, wts = self.weights(query, base_w)
+    def target(self, query: torch.Tensor, base_w: torch.Tensor | None = None,
+               classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Blended raw ``w`` ``[B, w_dim]`` for queries ``[B, D]`` (``classes``: see :meth:`weights`)."""
+        idx, wts = self.weights(query, base_w, classes)
         return (self.atlas.w[idx] * wts.unsqueeze(-1)).sum(1)
 
     @torch.no_grad()

@@ -33,7 +33,7 @@ from torch import nn
 from model.audio_features import LogMel, rms_loudness
 from vjapp.engine.controls import Controls
 from vjapp.engine.pipeline import PipelineConfig
-from vjapp.engine.scene import SceneDynamics, scene_rollout, shown_scene_offset
+from vjapp.engine.scene import MeaningTracker, SceneDynamics, scene_rollout, shown_scene_offset
 
 if TYPE_CHECKING:
     from model.atlas import AtlasSteering
@@ -236,7 +236,7 @@ def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) 
     """The atlas scene on segments ``[B, T, S]`` (as live, :mod:`vjapp.engine.scene`) → (latents after
     every live step ``[B, N, L, C]``, latents at the segment ends ``[B, T, L, C]``).
 
-    Each step: F_a of the newest segment → the atlas target near the base's w → the scene glides
+    Each step: F_a of the newest segment → the held meaning → the atlas target near the base's w → the scene glides
     toward it → shown ``base + level · strength · (scene − base)`` with the live loudness envelope.
     """
     windows, seg_steps = live_windows(audio, models.substeps)  # [B, N, S]
@@ -245,11 +245,17 @@ def atlas_latents(models: AtlasModels, audio: torch.Tensor, base: torch.Tensor) 
         mels = models.logmel(windows.reshape(b * n, s))
         emb = models.audio_encoder(mels).float().view(b, n, -1)  # [B, N, D]
         base_w = base[:, 0]  # [B, C]
-        targets = torch.stack([models.steering.target(emb[:, j], base_w) for j in range(n)], dim=1)  # [B, N, C]
+        meaning = MeaningTracker(models.scene, models.steering.anchors)
         d, sd = models.dynamics, models.scene
         r = d.loudness_reactivity
         loud = loudness_units(windows, d.level_quiet_db, d.level_loud_db)  # [B, N] the show's level scale
-        speed = sd.speed(loud ** r if r > 0 else (loud > 0).to(loud.dtype))  # [B, N] glide per step
+        targets, switched = [], []
+        for j in range(n):
+            query, held, switch = meaning.step(emb[:, j], loud[:, j] > 0)  # silence holds the meaning
+            targets.append(models.steering.target(query, base_w, held))
+            switched.append(switch)
+        targets = torch.stack(targets, dim=1)  # [B, N, C]
+        speed = sd.speed(loud ** r if r > 0 else (loud > 0).to(loud.dtype), torch.stack(switched, dim=1))  # [B, N]
         scenes = scene_rollout(targets.to(base), base_w, speed.to(base))  # [B, N, C]
         # the scene's level: its own scale and release (:class:`vjapp.engine.scene.SceneDynamics`)
         scene_dyn = dataclasses.replace(d, level_release=sd.release)

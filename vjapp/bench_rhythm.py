@@ -120,10 +120,16 @@ def beat_bench(bundle_path: str | None = None, device: str = "auto", dtype: str 
         out["loops"][name] = {"after_kick": fig.after_kick, "between": fig.between, "ratio": fig.ratio,
                               "fine_motion": fig.fine_motion, "coarse_motion": fig.coarse_motion}
         if name == "kick+hat+bass":
-            motion_full = float(change[int(2 * fps):].mean())
-            quiet, _ = _render_loop(show, loop.samples * 0.1, sr, fps, controls)
-            motion_quiet = float(frame_change(quiet)[int(2 * fps):].mean())
-            out["loudness"] = {"full": motion_full, "tenth": motion_quiet, "ratio": motion_quiet / max(motion_full, 1e-9)}
+            skip = int(2 * fps)
+            motion_full = float(change[skip:].mean())
+            quiet, ws_quiet = _render_loop(show, loop.samples * 0.1, sr, fps, controls)
+            motion_quiet = float(frame_change(quiet)[skip:].mean())
+            # the same in W+ (mean per-layer change per frame): pixels also depend on what the picture
+            # is (a dark scene shows a latent change less than a bright half-way picture)
+            w_full, w_quiet = (float((w[skip + 1:] - w[skip:-1]).norm(dim=-1).mean()) for w in (ws, ws_quiet))
+            out["loudness"] = {"full": motion_full, "tenth": motion_quiet, "ratio": motion_quiet / max(motion_full, 1e-9),
+                               "latent_full": w_full, "latent_tenth": w_quiet,
+                               "latent_ratio": w_quiet / max(w_full, 1e-9)}
     return out
 
 
@@ -136,7 +142,8 @@ def format_beat(r: dict[str, Any]) -> str:
     lo = r.get("loudness")
     if lo:
         lines += ["", f"loudness: mean frame change at 0.1 amplitude {lo['tenth']:.2f} vs full {lo['full']:.2f}: "
-                      f"ratio {lo['ratio']:.2f}"]
+                      f"ratio {lo['ratio']:.2f}; in W+ {lo['latent_tenth']:.3f} vs {lo['latent_full']:.3f}: "
+                      f"ratio {lo['latent_ratio']:.2f}"]
     lines += ["", "frame change = mean |Δpixel| (0..255) between consecutive frames; 'after beat' = within 100 ms "
                   "after each kick (hat loop: each beat); fine/coarse = mean W+ change per frame of those layers"]
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
 
 import torch
@@ -41,7 +41,7 @@ from model.audio_features import LogMel, rms_loudness
 from vjapp.engine.controls import Controls, GroupGains, GroupSmoothing
 from vjapp.engine.frames import synchronize
 from vjapp.engine.latents import db_to_unit, group_masks, truncate
-from vjapp.engine.scene import SceneDynamics, scene_step, shown_scene_offset
+from vjapp.engine.scene import MeaningTracker, SceneDynamics, scene_step, shown_scene_offset
 from vjapp.engine.stats import EngineStats
 
 if TYPE_CHECKING:
@@ -79,12 +79,17 @@ class Heard:
 @dataclass
 class SceneLayer:
     """The atlas scene's parts: F_a, the steering over the generator's atlas, its dynamics and how
-    much of the newest audio F_a hears (the segment length it was trained on)."""
+    much of the newest audio F_a hears (the segment length it was trained on); it holds the
+    sound's meaning between steps (:class:`~vjapp.engine.scene.MeaningTracker`)."""
 
     audio_encoder: nn.Module
     steering: "AtlasSteering"
     dynamics: SceneDynamics
     segment_seconds: float
+    meaning: MeaningTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meaning = MeaningTracker(self.dynamics, self.steering.anchors)
 
 
 @dataclass
@@ -158,6 +163,8 @@ class SoundToLatent:
             self.state.zero_()
         self.offset.zero_()
         self.scene = None
+        if self.scene_layer is not None:
+            self.scene_layer.meaning.reset()
         self.level = 0.0
         self.scene_level = 0.0
 
@@ -251,7 +258,7 @@ class SoundToLatent:
             self.offset.mul_(s).add_(new_offset * (1.0 - s))
         if self.scene_layer is not None:
             sd = self.scene_layer.dynamics
-            self._glide_scene(heard, base, float(sd.speed(target_level)))
+            self._glide_scene(heard, base, target_level)
             t_scene = db_to_unit(heard.loudness_db, sd.quiet_db, sd.loud_db) if math.isfinite(heard.loudness_db) else 0.0
             t_scene = t_scene**r if r > 0 else float(t_scene > 0)
             a = self.config.level_attack if t_scene > self.scene_level else sd.release
@@ -265,15 +272,21 @@ class SoundToLatent:
         ws = self.compose(base, controls, mix)
         return StepResult(ws=ws, loudness=loud, loudness_db=heard.loudness_db, motion=motion, mel=heard.mel)
 
-    def _glide_scene(self, heard: Heard, base: torch.Tensor, glide: float) -> None:
-        """Move the scene ``glide`` of the way toward the atlas target of what was heard (held in silence)."""
+    def _glide_scene(self, heard: Heard, base: torch.Tensor, loud: float) -> None:
+        """Move the scene toward the atlas target of what was heard, faster the louder ``loud`` (0..1,
+        the show's level scale) is; held in silence."""
         assert self.scene_layer is not None
         if self.scene is None:
             self.scene = base[:1].clone()  # [1, C]: start at the base picture
-        if heard.embedding is None or glide <= 0.0:
+        if heard.embedding is None:
             return
         with self._stage("scene"):
-            target = self.scene_layer.steering.target(heard.embedding, base[:1])  # [1, C]
+            on = torch.tensor([loud > 0.0])  # silence holds the meaning
+            query, held, switched = self.scene_layer.meaning.step(heard.embedding, on)
+            if loud <= 0.0:
+                return
+            target = self.scene_layer.steering.target(query, base[:1], held)  # [1, C]
+        glide = float(self.scene_layer.dynamics.speed(loud, bool(switched[0])))
         self.scene = scene_step(self.scene, target.to(self.scene), glide)
 
     def uses_offsets(self, controls: Controls) -> bool:
