@@ -187,3 +187,64 @@ def test_the_term_can_see_the_fakes_truncated_as_the_show_draws_them(tiny_clip, 
     assert spreads[0.01] < 0.2 * spreads[1.0], spreads
     with pytest.raises(ValueError, match="class_balance_psi"):
         GeneratorTrainConfig(resolution=RES, channel_base=256, channel_max=32, class_balance_psi=0.0)
+
+
+def _judges(labels, seed: int = 31_337):
+    from training.judge import Judge, JudgeConfig
+
+    torch.manual_seed(seed)
+    return [Judge(JudgeConfig(form=f, labels=list(labels), size=16, seed=seed + i)) for i, f in
+            enumerate(("full", "structure"))]
+
+
+def test_classifiers_trained_on_real_frames_can_drive_the_term_instead_of_clip() -> None:
+    """--class-balance-judge: the fakes' classes come from the classifiers' summed logits, and a step
+    down the term moves probability from an over-drawn class to an under-drawn one, as with CLIP."""
+    judges = _judges(LABELS)
+    balance = ClassBalance(None, LABELS, momentum=0.999, judges=judges)
+    images = (torch.rand(16, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    logp = balance.log_probabilities(images)
+    want = torch.log_softmax(judges[0](images) + judges[1](images), dim=1)
+    torch.testing.assert_close(logp, want)
+    balance.marginal = torch.tensor([0.8, 0.15, 0.05])
+    with torch.no_grad():
+        before = balance.probabilities(images).mean(dim=0)
+    term, stats = balance(images)
+    (grad,) = torch.autograd.grad(term, images)
+    with torch.no_grad():
+        after = balance.probabilities(images - 0.05 * grad / grad.abs().max()).mean(dim=0)
+    assert after[0] < before[0] and after[2] > before[2]
+    assert "balance/kl_uniform" in stats
+    with pytest.raises(ValueError, match="labels"):
+        ClassBalance(None, LABELS, judges=_judges(["a", "b", "c"]))
+    with pytest.raises(ValueError, match="CLIP or classifiers"):
+        ClassBalance(None, LABELS)
+
+
+def test_stage_trains_its_own_balance_classifiers_and_refuses_the_evals(frames: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """The stage trains the classifiers on the data it is given (own seed), needs no CLIP for the term,
+    records what drove it, and refuses the eval judge's seeds or a folder without classifiers."""
+    from training.judge import load_judge, save_judge
+
+    out, judge_dir = tmp_path / "bundle", tmp_path / "balance-judge"
+    args = ["generator", "--data", str(frames), "--out", str(out), *TINY, "--class-balance", "0.5",
+            "--class-balance-judge", str(judge_dir)]
+    assert train_main([*args, "--steps", "1"]) == 1
+    assert "no full classifier there" in capsys.readouterr().err
+    assert train_main([*args, "--steps", "1", "--class-balance-judge-seed", "90001"]) == 1
+    assert "own seed" in capsys.readouterr().err
+    assert train_main([*args, "--steps", "2", "--class-balance-judge-data", str(frames),
+                       "--class-balance-judge-steps", "20"]) == 0
+    assert load_judge(judge_dir, "full").config.seed == 31_337  # trained there, with the stage's seed
+    run_dir = out / "runs" / "generator"
+    doc = read_checkpoint_doc(latest_checkpoint(run_dir / "checkpoints"))
+    assert doc["config"]["class_balance_classifier"] == "judge"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("balance/kl_uniform" in r for r in rows if r["prefix"] == "train")
+    # the eval's own judge (its seeds) in that folder is refused
+    eval_like = _judges(list(LANDSCAPE_LABELS), seed=90_001)
+    for j, form in zip(eval_like, ("full", "structure")):
+        save_judge(tmp_path / "eval-judge", j)
+    assert train_main([*args[:-1], str(tmp_path / "eval-judge"), "--steps", "3"]) == 1
+    assert "eval's judge" in capsys.readouterr().err

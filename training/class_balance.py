@@ -5,7 +5,8 @@ easy modes and drops the hard ones: our default generator never drew a waterfall
 ("Class Balancing GAN with a Classifier in the Loop", NeurIPS 2021) add a term to the generator's
 loss that uses a frozen classifier: it pushes the generator toward the classes it draws least.
 
-Our classifier is the bundle's CLIP, zero-shot, with the label prompts every other stage uses
+The classifier is the bundle's CLIP, zero-shot (or, with ``judges``, small CNNs trained on real
+frames: see below), with the label prompts every other stage uses
 (:func:`training.stages.class_text_embeddings`), at CLIP's own learned temperature. For a batch of
 fakes with class probabilities ``p_i`` (rows of ``softmax(scale · image @ text.T)``):
 
@@ -29,6 +30,13 @@ fakes with class probabilities ``p_i`` (rows of ``softmax(scale · image @ text.
 The discriminator still decides what is realistic; this term only decides *which* real-looking
 scene. The generator stage evaluates coverage with the same CLIP, so a rise there is partly by
 construction: the eval's contact sheets are where a person checks that the new scenes are real.
+
+CLIP's idea of a class is not a person's: the default generator drew "waterfalls" 9.8% of the time
+by CLIP and none by a classifier trained on real frames. ``--class-balance-judge DIR`` therefore
+lets classifiers trained on real frames (:mod:`training.judge`, both forms, trained on their own data
+with their own seed: ``--class-balance-judge-data``/``--class-balance-judge-seed``) drive the term.
+They are a training signal: `vjapp-train eval`'s independent judge is a separate model (other data,
+other seeds), and the stage refuses the eval's seeds.
 """
 
 from __future__ import annotations
@@ -46,13 +54,17 @@ class ClassBalance:
 
     def __init__(
         self,
-        clip: nn.Module,
+        clip: nn.Module | None,
         labels: Sequence[str],
         momentum: float = 0.99,
         floor: float = 1e-3,
         templates: Sequence[str] | None = None,
         pull: float = 0.0,
+        judges: Sequence[nn.Module] | None = None,
     ) -> None:
+        """``judges`` instead of ``clip``: classifiers trained on real frames (:class:`training.judge.Judge`,
+        e.g. the full and the structure form) whose summed logits classify the fakes; they must be a
+        *training signal* of their own (own data and seed), never the eval's independent judge."""
         from training.stages import DEFAULT_TEMPLATES, class_text_embeddings
 
         labels = [str(label) for label in labels]
@@ -65,20 +77,33 @@ class ClassBalance:
         if not (isinstance(pull, (int, float)) and math.isfinite(pull) and pull >= 0):
             raise ValueError(f"class balance pull must be a finite number >= 0, got {pull!r}")
         self.pull = float(pull)
-        self.clip = clip.eval().requires_grad_(False)
         self.labels = tuple(labels)
         self.momentum = float(momentum)
         self.floor = float(floor)
-        device = next(clip.parameters()).device
-        with torch.no_grad():
-            self.text = class_text_embeddings(clip, labels, tuple(templates or DEFAULT_TEMPLATES)).float()  # [K, D]
-            self.scale = float(clip.logit_scale.exp().clamp(max=100.0))
+        self.judges = tuple(j.eval().requires_grad_(False) for j in (judges or ()))
+        self.clip = None if clip is None else clip.eval().requires_grad_(False)
+        if self.judges:
+            for j in self.judges:
+                if tuple(getattr(j, "config").labels) != self.labels:
+                    raise ValueError(f"class balance: a classifier's labels {list(j.config.labels)!r} are not "
+                                     f"the labels {list(self.labels)!r}")
+            device = next(self.judges[0].parameters()).device
+        elif self.clip is not None:
+            device = next(self.clip.parameters()).device
+            with torch.no_grad():
+                self.text = class_text_embeddings(self.clip, labels, tuple(templates or DEFAULT_TEMPLATES)).float()  # [K, D]
+                self.scale = float(self.clip.logit_scale.exp().clamp(max=100.0))
+        else:
+            raise ValueError("class balance needs a CLIP or classifiers trained on real frames")
         k = len(labels)
         self.marginal = torch.full([k], 1.0 / k, device=device)  # running class frequencies of the fakes
         self.nearest_marginal = self.marginal.clone()  # running top-1 class frequencies (the pull's deficit)
 
     def log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class log-probabilities ``[N, K]`` of images ``[N, 3, H, W]`` in [-1, 1] (differentiable)."""
+        if self.judges:  # a product of the classifiers' answers: the fake must look like the class in each
+            return torch.log_softmax(sum(j(images.float()) for j in self.judges), dim=1)
+        assert self.clip is not None
         features = self.clip.encode_image(images.float())  # [N, D], unit length
         return torch.log_softmax(self.scale * features @ self.text.T, dim=1)
 

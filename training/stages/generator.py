@@ -95,6 +95,7 @@ class GeneratorTrainConfig:
     class_balance_start: int = 0  # the term joins at this step (a fine-tune of a generator that dropped classes)
     class_balance_pull: float = 0.0  # weight of the nearest-sample pull toward under-drawn classes (0: off)
     class_balance_psi: float = 1.0  # truncation of the fakes the class-balance term sees (1: the G step's own)
+    class_balance_classifier: str = "clip"  # what classifies the fakes for it: "clip" or "judge" (real-frame CNNs)
     d_warmup: int = 0  # steps at the start in which only D learns (G held; for a fine-tune with a fresh D)
     seed: int = 0
 
@@ -136,6 +137,8 @@ class GeneratorTrainConfig:
             raise ValueError(f"class_balance_pull must be a non-negative number, got {self.class_balance_pull!r}")
         if not (isinstance(self.class_balance_psi, (int, float)) and 0 < self.class_balance_psi <= 1):
             raise ValueError(f"class_balance_psi must be in (0, 1], got {self.class_balance_psi!r}")
+        if self.class_balance_classifier not in ("clip", "judge"):
+            raise ValueError(f"class_balance_classifier must be 'clip' or 'judge', got {self.class_balance_classifier!r}")
         if isinstance(self.d_warmup, bool) or not isinstance(self.d_warmup, int) or self.d_warmup < 0:
             raise ValueError(f"d_warmup must be a non-negative integer, got {self.d_warmup!r}")
         if self.ema_beta is not None and not (isinstance(self.ema_beta, (int, float)) and 0 <= self.ema_beta <= 1):
@@ -651,6 +654,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "D starts fresh, see --d-warmup; a checkpoint in the run folder still wins)")
     g.add_argument("--d-warmup", type=int, default=0,
                    help="steps at the start in which only D learns, G held (for --init-from's fresh D)")
+    g.add_argument("--class-balance-judge", type=Path, default=None,
+                   help="folder of classifiers trained on real frames (training/judge.py, full + structure form) that "
+                        "classify the fakes for the class-balance term instead of CLIP; trained there first when "
+                        "--class-balance-judge-data is given and they are missing or stale. A training signal: never "
+                        "the folder or data of vjapp-train eval's judge")
+    g.add_argument("--class-balance-judge-data", type=Path, default=None,
+                   help="dataset (its train split) to train the --class-balance-judge classifiers on: not the "
+                        "eval's --judge-data (e.g. vjapp-train synthscapes with another --seed)")
+    g.add_argument("--class-balance-judge-seed", type=int, default=31_337,
+                   help="seed of the --class-balance-judge classifiers (the eval's judge uses 90001/90002: refused)")
+    g.add_argument("--class-balance-judge-steps", type=int, default=600,
+                   help="training steps of each --class-balance-judge classifier")
     g.add_argument("--class-balance-momentum", type=float, default=0.99,
                    help="momentum of the running class frequencies the class-balance term compares with uniform")
     g.add_argument("--kid-every", dest="eval_every", type=int, default=argparse.SUPPRESS,
@@ -680,7 +695,8 @@ def config_from_args(args: argparse.Namespace) -> GeneratorTrainConfig:
         style_mixing=args.style_mixing, ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ema_beta=args.ema_beta,
         augment=augment_list, mirror=args.mirror, class_balance=args.class_balance,
         class_balance_momentum=args.class_balance_momentum, class_balance_start=args.class_balance_start,
-        class_balance_pull=args.class_balance_pull, class_balance_psi=args.class_balance_psi, d_warmup=args.d_warmup,
+        class_balance_pull=args.class_balance_pull, class_balance_psi=args.class_balance_psi,
+        class_balance_classifier="judge" if getattr(args, "class_balance_judge", None) else "clip", d_warmup=args.d_warmup,
         seed=args.seed,
     )
 
@@ -743,6 +759,12 @@ def _build_balance(args: argparse.Namespace, run: Any, config: GeneratorTrainCon
 
     if config.class_balance <= 0:
         return None
+    if len(labels) < 2:
+        raise TrainingError("generator: --class-balance needs class labels (the dataset or the bundle has none)")
+    if getattr(args, "class_balance_judge", None) is not None:
+        judges = _balance_judges(args, labels)
+        return ClassBalance(None, labels, momentum=config.class_balance_momentum, pull=config.class_balance_pull,
+                            judges=[j.to(run.device) for j in judges])
     out = run.out_dir
     if out is None or not bundle_io.part_exists(out, "clip"):
         raise TrainingError(f"generator: --class-balance needs a CLIP in the bundle {out} (train the clip stage first)")
@@ -753,6 +775,44 @@ def _build_balance(args: argparse.Namespace, run: Any, config: GeneratorTrainCon
     except CheckpointError as exc:
         raise TrainingError(f"generator: --class-balance: the bundle's CLIP does not load ({exc})") from exc
     return ClassBalance(clip, labels, momentum=config.class_balance_momentum, pull=config.class_balance_pull)
+
+
+EVAL_JUDGE_SEEDS = (90_001, 90_002)  # training.judge_report.ensure_judges' defaults: the eval's own
+
+
+def _balance_judges(args: argparse.Namespace, labels: Sequence[str]) -> list[Any]:
+    """The real-frame classifiers of ``--class-balance-judge`` (trained first from
+    ``--class-balance-judge-data`` when asked); refuses the eval judge's seeds and wrong labels."""
+    from model.formats import CheckpointError
+    from training.judge import FORMS, load_judge
+    from training.judge_report import ensure_judges
+    from training.run import TrainingError
+
+    folder: Path = args.class_balance_judge
+    seed = int(args.class_balance_judge_seed)
+    if seed in EVAL_JUDGE_SEEDS or seed + 1 in EVAL_JUDGE_SEEDS:
+        raise TrainingError(f"generator: --class-balance-judge-seed {seed}: the eval's independent judge uses "
+                            f"{EVAL_JUDGE_SEEDS}; a training signal needs its own seed")
+    data = getattr(args, "class_balance_judge_data", None)
+    if data is not None:
+        made = ensure_judges(Path(data), list(labels), folder, steps=int(args.class_balance_judge_steps),
+                             cache_dir=getattr(args, "cache_dir", None), seed=seed)
+        return [made.full, made.structure]
+    judges = []
+    for form in FORMS:
+        try:
+            judge = load_judge(folder, form)
+        except (CheckpointError, OSError, ValueError, KeyError) as exc:
+            raise TrainingError(f"generator: --class-balance-judge {folder}: no {form} classifier there ({exc}); "
+                                "give --class-balance-judge-data to train it") from exc
+        if int(judge.config.seed) in EVAL_JUDGE_SEEDS:
+            raise TrainingError(f"generator: --class-balance-judge {folder}: that is the eval's judge (seed "
+                                f"{judge.config.seed}); train a separate one (--class-balance-judge-data, own seed)")
+        if list(judge.config.labels) != list(labels):
+            raise TrainingError(f"generator: --class-balance-judge {folder}: its labels {list(judge.config.labels)} "
+                                f"are not this run's {list(labels)}")
+        judges.append(judge)
+    return judges
 
 
 def _fine_tune_source(bundle_dir: Path, config: GeneratorTrainConfig, device: Any) -> Generator:
