@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -53,7 +53,7 @@ class LazyClip:
         self._training = False
         self._model: ClipModel | None = None
 
-    # -- what is known without the network ----------------------------------------------------------
+    # -- what is known without the network --------------------------------------------------------
     @property
     def embed_dim(self) -> int:
         return self.config.embed_dim
@@ -87,7 +87,8 @@ class LazyClip:
         return self._read(lambda k: k.startswith(MODEL_PREFIX) and not k.startswith(MODEL_PREFIX + IMAGE_PREFIX),
                           MODEL_PREFIX)
 
-    def _read(self, wanted: Any, strip: str) -> dict[str, torch.Tensor]:
+    def _read(self, wanted: Callable[[str], bool], strip: str) -> dict[str, torch.Tensor]:
+        """The tensors whose names ``wanted`` accepts, named without the prefix ``strip``."""
         from safetensors import safe_open
 
         try:
