@@ -93,9 +93,13 @@ class LazyClip:
 
         try:
             with safe_open(str(self._weights), framework="pt", device="cpu") as f:
-                return {k[len(strip):]: f.get_tensor(k) for k in self._keys if wanted(k)}
+                state = {k[len(strip):]: f.get_tensor(k) for k in self._keys if wanted(k)}
         except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds; one message
             raise CheckpointError(f"{self._weights}: corrupt or truncated safetensors file ({exc})") from exc
+        for name, tensor in state.items():  # as loading checks them (model.formats.check_state_dict)
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"{self._weights}: {strip}{name} contains NaN or Inf values")
+        return state
 
     # -- the network ------------------------------------------------------------------------------
     def build(self) -> ClipModel:

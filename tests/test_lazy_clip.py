@@ -69,9 +69,27 @@ def test_lazy_clip_builds_on_first_use_with_its_device_and_mode(bundle_dir) -> N
 
 
 def test_a_corrupt_clip_file_is_one_clear_error_at_load(bundle_dir) -> None:
-    (bundle_dir / "clip.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    weights = bundle_dir / "clip.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(CheckpointError, match="clip"):
         load_bundle(bundle_dir, lazy_clip=True)
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(CheckpointError, match="clip"):
+        load_bundle(bundle_dir, lazy_clip=True)
+
+
+def test_non_finite_clip_weights_are_one_clear_error_when_hashed(bundle_dir) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = bundle_dir / "clip.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k in state if k.startswith("model.visual.") and state[k].is_floating_point())
+    state[name][..., 0] = float("nan")
+    save_file(state, str(weights))
+    lazy = load_bundle(bundle_dir, parts=["generator", "clip"], lazy_clip=True)  # the header is fine
+    with pytest.raises(CheckpointError, match="NaN"):
+        atlas_key(lazy.generator, lazy.clip, AtlasSettings(samples=8))
 
 
 def test_class_anchors_are_cached_and_read_back_without_building(bundle_dir) -> None:
