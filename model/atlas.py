@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from model.latent_cache import module_hash, read_cache, write_cache
+from model.lazy_clip import image_tower
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ class LatentAtlas:
 
 
 def atlas_key(generator: torch.nn.Module, clip: torch.nn.Module, settings: AtlasSettings) -> str:
-    """Hash of the generator (all of it: the pictures depend on synthesis too), CLIP's image side and settings."""
-    image_side = getattr(getattr(clip, "model", clip), "visual", clip)
-    return module_hash([generator, image_side], extra=settings.tag())
+    """Hash of the generator (all of it: the pictures depend on synthesis too), CLIP's image side and settings
+    (a LazyClip's image side is hashed from its file: the same key, no CLIP built)."""
+    return module_hash([generator, image_tower(clip)], extra=settings.tag())
 
 
 @torch.no_grad()

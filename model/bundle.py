@@ -53,6 +53,7 @@ from model.latent_rnn import (
     save_latent_rnn,
     validate_layer_groups,
 )
+from model.lazy_clip import LazyClip
 from model.sound_inversion import (
     SoundInversionConfig,
     SoundInversionEncoder,
@@ -263,7 +264,7 @@ class Bundle:
 
     info: BundleInfo
     generator: AnyGenerator | None = None
-    clip: ClipModel | None = None
+    clip: ClipModel | LazyClip | None = None  # LazyClip: built on first real use (load_bundle(lazy_clip=True))
     audio_encoder: AudioEncoder | None = None
     sound_inversion: SoundInversionEncoder | None = None
     predictor: LatentRNN | None = None
@@ -365,12 +366,15 @@ def _resolve_clip_weights(root: Path, weights: str) -> Path:
 
 
 def load_bundle(
-    path: str | Path, device: str | torch.device = "cpu", parts: Iterable[str] | None = None
+    path: str | Path, device: str | torch.device = "cpu", parts: Iterable[str] | None = None,
+    lazy_clip: bool = False,
 ) -> Bundle:
     """Load a bundle directory (all parts, or only ``parts``), in eval mode, on ``device``.
 
     Parts the bundle does not hold (``bundle.json``'s ``parts``; see OPTIONAL_PARTS) stay None,
-    also when asked for: callers check for them.
+    also when asked for: callers check for them. ``lazy_clip``: a native CLIP is a
+    :class:`~model.lazy_clip.LazyClip`, built on first real use (OpenCLIP is not imported before);
+    a CLIP referenced by OpenCLIP arch + weights file loads as usual.
 
     Raises CheckpointError for a missing directory or ``bundle.json``, an unsupported format
     version, a missing or corrupt part, or parts that disagree with each other.
@@ -389,7 +393,7 @@ def load_bundle(
         weights_path, config_path = network_paths(root / part)
         if not config_path.is_file() or not weights_path.is_file():
             raise CheckpointError(f"{root}: bundle is missing part {part!r} ({weights_path.name} + {config_path.name})")
-        loader = _LOADERS[part]
+        loader = LazyClip if part == "clip" and lazy_clip else _LOADERS[part]
         try:
             module = loader(root / part, device)
         except CheckpointError as exc:

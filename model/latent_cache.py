@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Union
 
 import torch
 
@@ -30,11 +30,18 @@ def cache_dirs(bundle_root: Path | None) -> list[Path]:
     return out
 
 
-def module_hash(modules: Iterable[torch.nn.Module], extra: str = "") -> str:
-    """A stable hash of the modules' state (weights and buffers, by name) and ``extra``."""
+# A module, or its state dict (the same tensors read from a file without building the module).
+Hashable = Union[torch.nn.Module, Mapping[str, torch.Tensor]]
+
+
+def module_hash(modules: Iterable[Hashable], extra: str = "") -> str:
+    """A stable hash of the modules' state (weights and buffers, by name) and ``extra``.
+
+    A state dict hashes the same as the module it belongs to (the same names and values)."""
     h = hashlib.sha256(extra.encode())
     for module in modules:
-        for name, tensor in sorted(module.state_dict().items()):
+        state = module if isinstance(module, Mapping) else module.state_dict()
+        for name, tensor in sorted(state.items()):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -54,6 +54,20 @@ def test_the_default_ships_trained_within_the_size_limit() -> None:
     assert info.display_size == DEFAULT_OUTPUT_SIZE and info.resolution in (128, 256)
 
 
+def test_the_default_ships_its_class_prompt_embeddings() -> None:
+    """`vjapp render` without a text prompt reads them from resources/default/cache and builds no
+    CLIP; they are what the CLIP computes."""
+    from model.lazy_clip import anchors_key, class_anchors
+
+    lazy = load_bundle(DEFAULT_BUNDLE_DIR, parts=["clip"], lazy_clip=True).clip
+    shipped = DEFAULT_BUNDLE_DIR / "cache" / f"anchors-{anchors_key(lazy, LABELS)}.safetensors"
+    assert shipped.is_file(), "resources/default/cache must hold the class prompts' text embeddings"
+    got = class_anchors(lazy, LABELS, DEFAULT_BUNDLE_DIR)
+    assert not lazy.built
+    computed = class_text_embeddings(load_bundle(DEFAULT_BUNDLE_DIR, parts=["clip"]).clip, LABELS)
+    torch.testing.assert_close(got, computed, atol=1e-6, rtol=0)
+
+
 def test_the_app_picks_the_default_and_calls_it_trained() -> None:
     bundle, where = open_bundle(None)
     assert where == "the embedded default"

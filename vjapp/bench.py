@@ -81,7 +81,7 @@ def bench(bundle_path: str | None = None, device: str = "auto", dtype: str = "au
     from vjapp.engine.offline import RhythmFollower
 
     bundle_path = prepare_bundle(bundle_path, atlas_samples)
-    bundle, where = open_bundle(bundle_path, dev)
+    bundle, where = open_bundle(bundle_path, dev, lazy_clip=True)  # no text prompt: CLIP only if a cache is missing
     rate = float(model_rate or bundle.info.model_rate)
     show = Show(bundle, dev, dt, ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds),
                                             atlas=AtlasSettings(samples=atlas_samples)))

@@ -44,7 +44,7 @@ def _make_show(bundle_path: str | None, device: str, dtype: str) -> Any:
     from vjapp.engine.show import Show, ShowConfig
 
     dev = resolve_device(device)
-    bundle, where = open_bundle(bundle_path, dev)
+    bundle, where = open_bundle(bundle_path, dev, lazy_clip=True)  # no text prompt: CLIP only if a cache is missing
     show = Show(bundle, dev, resolve_dtype(dtype, dev),
                 ShowConfig(pipeline=PipelineConfig(window_seconds=bundle.info.segment_seconds)))
     return show, where
@@ -225,7 +225,7 @@ def latency_bench(bundle_path: str | None = None, device: str = "auto", dtype: s
     from vjapp.engine.interp import WallClock
     from vjapp.engine.mailbox import Mailbox
 
-    bundle, where = open_bundle(bundle_path, "cpu")
+    bundle, where = open_bundle(bundle_path, "cpu", lazy_clip=True)
     clock = WallClock()
     feeder = _BurstFeeder(clock, seed=seed)
     rec = _Recorded()

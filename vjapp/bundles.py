@@ -28,18 +28,19 @@ def stand_in_bundle() -> Bundle:
 
 
 def open_bundle(path: str | Path | None, device: torch.device | str = "cpu",
-                parts: Iterable[str] | None = None) -> tuple[Bundle, str]:
+                parts: Iterable[str] | None = None, lazy_clip: bool = False) -> tuple[Bundle, str]:
     """Load ``path``, else the embedded default, else a random bundle; returns (bundle, description).
 
-    ``parts`` limits what is loaded (None: everything). A bundle that is not fully trained is
+    ``parts`` limits what is loaded (None: everything); ``lazy_clip``: a native CLIP is built on
+    first real use (see :func:`model.bundle.load_bundle`). A bundle that is not fully trained is
     described as such, so the app and ``vjapp render`` can say honestly what the audience is
     looking at.
     """
     if path is not None:
-        bundle = load_bundle(path, device=device, parts=parts)
+        bundle = load_bundle(path, device=device, parts=parts, lazy_clip=lazy_clip)
         where = str(path)
     elif (DEFAULT_BUNDLE_DIR / "bundle.json").is_file():
-        bundle = load_bundle(DEFAULT_BUNDLE_DIR, device=device, parts=parts)
+        bundle = load_bundle(DEFAULT_BUNDLE_DIR, device=device, parts=parts, lazy_clip=lazy_clip)
         where = "the embedded default"
     else:
         bundle = stand_in_bundle().to(device)

@@ -265,7 +265,7 @@ def render_file(
     from tqdm import tqdm
 
     from model.atlas import AtlasSettings
-    from vjapp.bundles import SHOW_PARTS, open_bundle
+    from vjapp.bundles import open_bundle
     from vjapp.engine.show import scene_atlas
     from vjapp.imported import import_generator, imported_dir, is_generator_file
     from vjapp.engine.frames import resolve_device, resolve_dtype
@@ -287,7 +287,8 @@ def render_file(
         if imported:
             base, base_name = open_bundle(None, "cpu")
             bundle_path = import_generator(bundle_path, base, imported_dir(), clip, base_name)
-        bundle, where = open_bundle(bundle_path, dev, parts=None if needs_clip else SHOW_PARTS)
+        # without a text prompt CLIP is built only if a cache it serves is missing (model/lazy_clip.py)
+        bundle, where = open_bundle(bundle_path, dev, lazy_clip=not needs_clip)
         log.info("rendering with %s", where)
         rate = float(model_rate or bundle.info.model_rate)
         controls = controls.replace(model_rate=rate)

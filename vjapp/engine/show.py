@@ -17,7 +17,7 @@ import torch
 from model.audio_features import LogMel
 from model.atlas import AtlasSettings, AtlasSteering, LatentAtlas, Progress, atlas_for, cached_atlas
 from model.bundle import Bundle
-from model.clip import class_text_embeddings
+from model.lazy_clip import class_anchors
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8_batch
@@ -164,7 +164,7 @@ class Show:
             return False
         self.sound.scene_layer = None
         # the sound's steering also weighs the prompt of the class the sound is nearest to
-        anchors = class_text_embeddings(b.clip, b.info.labels) if b.info.labels else None
+        anchors = class_anchors(b.clip, b.info.labels, getattr(b, "root", None)) if b.info.labels else None
         layer = SceneLayer(b.audio_encoder, AtlasSteering(atlas.to(self.device), anchors=anchors), self.config.scene,
                            b.info.segment_seconds)
         layer.audio_encoder.to(self.device).eval()
