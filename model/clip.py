@@ -209,18 +209,10 @@ def _build_openclip(model_cfg: Mapping[str, Any]) -> nn.Module:
     return model_cls(**cfg)
 
 
-class ClipModel(nn.Module):
-    """An OpenCLIP model plus our preprocessing: images in [-1, 1] and strings in, unit vectors out."""
+class ClipShape:
+    """What a CLIP's config says of its shape (shared by :class:`ClipModel` and the lazy stand-in)."""
 
-    def __init__(self, config: ClipConfig) -> None:
-        super().__init__()
-        config = resolve_clip_config(config)
-        self.config = config
-        self.model = _build_openclip(config.model_cfg or {})
-        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
-        text_cfg = (config.model_cfg or {})["text_cfg"]
-        self._tokenizer_kwargs = json.dumps(text_cfg.get("tokenizer_kwargs") or {}, sort_keys=True)
+    config: "ClipConfig"
 
     @property
     def embed_dim(self) -> int:
@@ -233,6 +225,20 @@ class ClipModel(nn.Module):
     @property
     def context_length(self) -> int:
         return self.config.context_length
+
+
+class ClipModel(ClipShape, nn.Module):
+    """An OpenCLIP model plus our preprocessing: images in [-1, 1] and strings in, unit vectors out."""
+
+    def __init__(self, config: ClipConfig) -> None:
+        super().__init__()
+        config = resolve_clip_config(config)
+        self.config = config
+        self.model = _build_openclip(config.model_cfg or {})
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        text_cfg = (config.model_cfg or {})["text_cfg"]
+        self._tokenizer_kwargs = json.dumps(text_cfg.get("tokenizer_kwargs") or {}, sort_keys=True)
 
     @property
     def logit_scale(self) -> torch.Tensor:

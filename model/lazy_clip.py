@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from model.clip import CLIP_KIND, DEFAULT_TEMPLATES, ClipConfig, ClipModel, class_text_embeddings, load_native_clip
+from model.clip import CLIP_KIND, DEFAULT_TEMPLATES, ClipConfig, ClipModel, ClipShape, class_text_embeddings, load_native_clip
 from model.formats import CheckpointError, config_from_dict, network_paths, read_network_config
 from model.latent_cache import Hashable, module_hash, read_cache, write_cache
 
@@ -32,7 +32,7 @@ MODEL_PREFIX = "model."  # ClipModel holds the OpenCLIP model as ``.model``
 IMAGE_PREFIX = "visual."  # OpenCLIP's image tower; the rest of the model is the text side
 
 
-class LazyClip:
+class LazyClip(ClipShape):
     """A native CLIP (``NAME.json`` + ``NAME.safetensors`` of :func:`~model.clip.save_clip`) that is
     built on first use. Reads the config and the safetensors header now: a missing or unreadable
     file fails here with a CheckpointError, as loading it eagerly would; the full check of the
@@ -54,18 +54,6 @@ class LazyClip:
         self._model: ClipModel | None = None
 
     # -- what is known without the network --------------------------------------------------------
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.context_length
-
     @property
     def built(self) -> bool:
         return self._model is not None
