@@ -123,12 +123,13 @@ def test_render_imports_a_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def _drop(widget, path: Path) -> None:
     from PyQt6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PyQt6.QtGui import QDropEvent
+    from PyQt6.QtWidgets import QWidget
 
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
     event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
-    widget.dropEvent(event)
+    QWidget.event(widget, event)  # Qt's own dispatch (C++ QWidget::event) must reach the window's dropEvent
 
 
 def test_app_imports_a_dropped_pickle_and_attaches_its_atlas(make_app, qtbot, tmp_path: Path) -> None:

@@ -46,6 +46,18 @@ def test_the_term_is_the_first_order_change_of_kl_to_uniform(tiny_clip) -> None:
     assert stats["balance/min_class"] == pytest.approx(float(m.min()), rel=1e-5)
 
 
+def _step_down(balance: ClassBalance, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Mean class probabilities before and after a small step of ``images`` down the term's
+    gradient, and the term's stats."""
+    with torch.no_grad():
+        before = balance.probabilities(images).mean(dim=0)
+    term, stats = balance(images)
+    (grad,) = torch.autograd.grad(term, images)
+    with torch.no_grad():
+        after = balance.probabilities(images - 0.05 * grad / grad.abs().max()).mean(dim=0)
+    return before, after, stats
+
+
 def test_a_step_down_the_term_moves_mass_from_overdrawn_to_underdrawn_classes(tiny_clip) -> None:
     """The running marginal says class 0 is drawn too often and class 2 too rarely: a small step of
     the images down the term's gradient lowers class 0's mean probability and raises class 2's."""
@@ -54,12 +66,7 @@ def test_a_step_down_the_term_moves_mass_from_overdrawn_to_underdrawn_classes(ti
         balance = ClassBalance(tiny_clip, LABELS, momentum=0.999)
         balance.marginal = torch.tensor(marginal)
         images = (torch.rand(16, 3, 32, 32) * 2 - 1).requires_grad_(True)
-        with torch.no_grad():
-            before = balance.probabilities(images).mean(dim=0)
-        term, _ = balance(images)
-        (grad,) = torch.autograd.grad(term, images)
-        with torch.no_grad():
-            after = balance.probabilities(images - 0.05 * grad / grad.abs().max()).mean(dim=0)
+        before, after, _ = _step_down(balance, images)
         assert after[over] < before[over] and after[under] > before[under], (marginal, before, after)
 
 
@@ -207,12 +214,7 @@ def test_classifiers_trained_on_real_frames_can_drive_the_term_instead_of_clip()
     want = torch.log_softmax(judges[0](images) + judges[1](images), dim=1)
     torch.testing.assert_close(logp, want)
     balance.marginal = torch.tensor([0.8, 0.15, 0.05])
-    with torch.no_grad():
-        before = balance.probabilities(images).mean(dim=0)
-    term, stats = balance(images)
-    (grad,) = torch.autograd.grad(term, images)
-    with torch.no_grad():
-        after = balance.probabilities(images - 0.05 * grad / grad.abs().max()).mean(dim=0)
+    before, after, stats = _step_down(balance, images)
     assert after[0] < before[0] and after[2] > before[2]
     assert "balance/kl_uniform" in stats
     with pytest.raises(ValueError, match="labels"):

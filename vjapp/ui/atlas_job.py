@@ -2,7 +2,6 @@
 
 ``progress(done, total)`` follows the builder's ``progress DONE TOTAL`` lines; ``finished(ok,
 message)`` ends it (``message``: the builder's error line on failure, else ``done N``).
-Also: what may be dropped onto the windows (a bundle directory or a generator file).
 """
 
 from __future__ import annotations
@@ -11,25 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from PyQt6.QtCore import QMimeData, QObject, QProcessEnvironment, pyqtSignal
+from PyQt6.QtCore import QObject, QProcessEnvironment, pyqtSignal
 
-from model.bundle import BUNDLE_FILE
 from vjapp.atlas_build import DONE_PREFIX, ERROR_PREFIX, parse_progress
-from vjapp.imported import GENERATOR_FILES
 from vjapp.ui.child_job import ChildJob
-
-
-def droppable_path(mime: QMimeData) -> str | None:
-    """The first dropped local path that is a bundle directory or a .pkl/.pt generator, else None."""
-    if not mime.hasUrls():
-        return None
-    for url in mime.urls():
-        if not url.isLocalFile():
-            continue
-        p = Path(url.toLocalFile())
-        if (p.is_file() and p.suffix.lower() in GENERATOR_FILES) or (p.is_dir() and (p / BUNDLE_FILE).is_file()):
-            return str(p)
-    return None
 
 
 class AtlasJob(ChildJob):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from PyQt6.QtCore import QByteArray, QObject, QSettings, Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
+from PyQt6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -75,6 +75,7 @@ from vjapp.ui.rhythm_meter import RhythmMeter
 from vjapp.engine.mailbox import Mailbox
 from vjapp.engine.stats import RateMeter, RecentCounts
 from vjapp.ui.child_job import ChildJob
+from vjapp.ui.drops import GeneratorDrops
 from vjapp.ui.output_window import SCALE_MODES, OutputWindow
 from vjapp.ui.scope import ScopePanel
 from vjapp.ui.widgets import ControlSlider, MidiLearnMenu
@@ -253,7 +254,7 @@ def _fmt_time(seconds: float | None) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-class MainWindow(QMainWindow):
+class MainWindow(GeneratorDrops, QMainWindow):
     """The performer's window. ``backend`` does the work; ``output`` is the audience's window."""
 
     closing = pyqtSignal()
@@ -848,20 +849,9 @@ class MainWindow(QMainWindow):
         self.output.build_menu(self.view_menu)
 
     # ================================================================== drops
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
-        from vjapp.ui.atlas_job import droppable_path
-
-        if droppable_path(event.mimeData()) is not None:
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
+    def generator_dropped(self, path: str) -> None:
         """A bundle directory or a .pkl/.pt generator dropped onto the window: load or import it."""
-        from vjapp.ui.atlas_job import droppable_path
-
-        path = droppable_path(event.mimeData())
-        if path is not None:
-            event.acceptProposedAction()
-            self.choose_bundle_path(path)
+        self.choose_bundle_path(path)
 
     # ================================================================== actions
     def choose_bundle_path(self, path: str) -> None:

@@ -19,14 +19,14 @@ from PyQt6.QtGui import (
     QAction,
     QActionGroup,
     QColor,
-    QDragEnterEvent,
-    QDropEvent,
     QGuiApplication,
     QImage,
     QKeyEvent,
     QPainter,
 )
 from PyQt6.QtWidgets import QMenu, QWidget
+
+from vjapp.ui.drops import GeneratorDrops
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def place_beside(area: QRect, control: QRect, size: QSize, min_size: QSize, gap:
     return QRect(x, y, w, h)
 
 
-class OutputWindow(QWidget):
+class OutputWindow(GeneratorDrops, QWidget):
     """Shows the newest frame. ``fullscreen_changed(bool)`` reports F/Esc/menu changes."""
 
     fullscreen_changed = pyqtSignal(bool)
@@ -223,19 +223,8 @@ class OutputWindow(QWidget):
         self.hide()
 
     # ------------------------------------------------------------------ input
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
-        from vjapp.ui.atlas_job import droppable_path
-
-        if droppable_path(event.mimeData()) is not None:
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
-        from vjapp.ui.atlas_job import droppable_path
-
-        path = droppable_path(event.mimeData())
-        if path is not None:
-            event.acceptProposedAction()
-            self.dropped.emit(path)
+    def generator_dropped(self, path: str) -> None:
+        self.dropped.emit(path)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
         if event.key() == Qt.Key.Key_F:
