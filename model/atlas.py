@@ -174,10 +174,13 @@ class AtlasSteering:
     """CLIP-space query → a target ``w`` blended from the nearest atlas entries."""
 
     def __init__(self, atlas: LatentAtlas, settings: SteeringSettings | None = None,
-                 anchors: torch.Tensor | None = None) -> None:
+                 anchors: torch.Tensor | None = None, entry_classes: torch.Tensor | None = None) -> None:
         """``anchors``: unit CLIP text embeddings of the bundle's class prompts ``[K, D]`` (optional):
         with ``settings.anchor > 0`` an entry also scores by its similarity to the prompt of the class
-        the query is nearest to, so what a sound *is* weighs beside the finer detail of how it sounds."""
+        the query is nearest to, so what a sound *is* weighs beside the finer detail of how it sounds.
+        ``entry_classes`` ``[N, K]`` (optional, with ``anchors``): each entry's class probabilities
+        from classifiers trained on real frames (:mod:`model.atlas_classes`); they replace the
+        entries' prompt similarities in that score (which class the *sound* is stays CLIP's)."""
         self.atlas = atlas
         self.settings = settings or SteeringSettings()
         w = atlas.w
@@ -185,6 +188,22 @@ class AtlasSteering:
         self.anchors = None if anchors is None else F.normalize(anchors.float(), dim=-1).to(atlas.embeddings.device)
         # each entry's similarity to each class prompt [N, K] (fixed per atlas)
         self._entry_anchor = None if self.anchors is None else atlas.embeddings @ self.anchors.T
+        self.classed = False  # the entries' classes come from real-frame classifiers
+        if entry_classes is not None and self.anchors is not None:
+            if tuple(entry_classes.shape) != (len(atlas), self.anchors.shape[0]):
+                raise ValueError(f"entry_classes {tuple(entry_classes.shape)} do not fit an atlas of {len(atlas)} "
+                                 f"entries and {self.anchors.shape[0]} classes")
+            self._entry_anchor = entry_classes.float().to(atlas.embeddings.device)
+            self.classed = True
+
+    def to(self, device: torch.device | str) -> "AtlasSteering":
+        """Move the atlas and the class scores to ``device`` (in place); returns self."""
+        self.atlas = self.atlas.to(device)
+        if self.anchors is not None:
+            self.anchors = self.anchors.to(device)
+        if self._entry_anchor is not None:
+            self._entry_anchor = self._entry_anchor.to(device)
+        return self
 
     @torch.no_grad()
     def weights(self, query: torch.Tensor, base_w: torch.Tensor | None = None,

@@ -11,10 +11,11 @@ import pytest
 from training.recipes import (
     EXIT_STOPPED,
     RECIPES,
-    STAGE_ORDER,
+    STAGE_MODULE_OF,
     RecipeContext,
     read_state,
     run_recipe,
+    recipe_stages,
     stage_argv,
 )
 from training.run import TrainingError
@@ -31,8 +32,10 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
 
     ctx = RecipeContext(out=tmp_path / "b", work=tmp_path / "w", scale=scale)
     sizes = RECIPES[name].sizes(scale)
-    for stage in STAGE_ORDER:
-        module = importlib.import_module(STAGES[stage][0])
+    assert recipe_stages(sizes)[:2] == ("synthscapes", "signal-data") and recipe_stages(sizes)[-2:] == (
+        "atlas-classes", "eval")  # every recipe here trains its own real-frame classifiers
+    for stage in recipe_stages(sizes):
+        module = importlib.import_module(STAGES[STAGE_MODULE_OF.get(stage, stage)][0])
         parser = argparse.ArgumentParser(prog=stage, exit_on_error=False)
         module.add_arguments(parser)
         args = parser.parse_args(stage_argv(stage, sizes, ctx))
@@ -41,6 +44,13 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
             assert (args.class_balance, args.class_balance_start) == (sizes.class_balance, sizes.class_balance_start)
             assert (args.class_balance_pull, args.class_balance_psi) == (sizes.class_balance_pull,
                                                                          sizes.class_balance_psi)
+        if stage == "generator" and sizes.class_balance > 0:  # balanced by the classifiers, not CLIP
+            assert (args.class_balance_judge, args.class_balance_judge_data) == (ctx.signal_classifiers,
+                                                                                 ctx.signal_data)
+        if stage == "signal-data":  # their own data: another folder, another seed
+            assert args.out == ctx.signal_data != ctx.data and args.seed == sizes.signal_seed != 0
+        if stage == "atlas-classes":
+            assert args.classifier_seed == sizes.signal_classifier_seed not in (90_001, 90_002)
         if stage == "sound2video":
             assert (args.render_size, args.clip_full_frames) == (sizes.render_size, sizes.clip_full_frames)
             assert args.lambda_palette == sizes.lambda_palette
@@ -83,7 +93,8 @@ def test_tiny_recipe_end_to_end_stops_on_time_and_resumes(tmp_path):
                                       "loudness_walk"}
     assert report["judge"]["held_out_real"]["full"]["mean"] is not None  # the independent judge ran
     state = read_state(work)
-    assert all(state["stages"][s]["done"] for s in STAGE_ORDER)
+    assert all(state["stages"][s]["done"] for s in recipe_stages(RECIPES["tiny"].sizes("default")))
+    assert report["atlas_entry_classes"].startswith("real-frame classifiers")  # the eval steered as the show does
 
     # a third run has nothing to do
     t0 = time.monotonic()

@@ -302,6 +302,56 @@ def test_palette_term_pulls_frames_toward_the_paired_real_frames(bundle):
     assert after < 0.8 * before, (before, after)
 
 
+def test_atlas_term_pulls_the_latents_onto_the_scene_the_show_steers_to():
+    """With only the atlas term on, a few steps bring every segment's W+ latent closer to the atlas
+    scene of its sound (the blend the show's scene layer steers to): E_a's offsets stay among the
+    generator's own samples. Without an atlas the term is refused."""
+    from model.atlas import AtlasSettings, AtlasSteering, build_atlas
+    from training.baselines import loudness_units
+    from training.stages.sound2video import atlas_distance
+
+    b = random_bundle(resolution=32, channel_max=32, w_dim=64, mapping_layers=2, encoder_channels=(8, 16, 16, 16),
+                      hidden_dim=32, mel=MEL, segment_seconds=0.5)
+    cfg = Sound2VideoConfig(segments=3, batch_size=2, render_size=16, lr=3e-3, lambda_audio=0.0, lambda_text=0.0,
+                            lambda_b=0.0, lambda_img_adv=0.0, lambda_vid_adv=0.0, lambda_atlas=1.0)
+    frozen = Frozen(b.generator, b.clip, b.audio_encoder, LogMel(MEL))
+    model = SoundToVideo(b.sound_inversion, b.predictor, LiveDynamics.live())
+    d_img, d_vid = default_discriminators(cfg, 16, 3)
+    with pytest.raises(Sound2VideoError, match="atlas"):
+        Sound2VideoTrainer(cfg, frozen, model, d_img, d_vid, substeps=2, render_size=16, device=torch.device("cpu"))
+    steering = AtlasSteering(build_atlas(b.generator, b.clip, AtlasSettings(samples=64, batch=32)))
+    trainer = Sound2VideoTrainer(cfg, frozen, model, d_img, d_vid, substeps=2, render_size=16,
+                                 device=torch.device("cpu"), steering=steering)
+    gen = torch.Generator().manual_seed(3)
+    audio = torch.randn(2, 3, 8000, generator=gen) * 0.3
+    frames = torch.zeros(2, 3, 3, 32, 32)
+
+    def distance() -> float:
+        state = trainer._z_gen.get_state()
+        trainer._z_gen.manual_seed(7)
+        trainer.model.eval()
+        with torch.no_grad():
+            # from the centre of W: E_a's offsets do not see the base, so from a random base the best
+            # they can do still leaves that base's own distance from the scene
+            base = b.generator.mapping.w_avg.expand(2, b.generator.num_ws, -1)
+            windows, seg = live_windows(audio, 2)
+            mels = frozen.logmel(windows.reshape(-1, windows.shape[-1])).view(2, windows.shape[1], MEL.n_mels, -1)
+            ws = trainer.model(mels, base, loudness_units(windows))[:, seg].flatten(0, 1)
+            target = steering.target(frozen.audio_encoder(mels[:, seg].flatten(0, 1)).float())
+        trainer._z_gen.set_state(state)
+        return float(atlas_distance(ws, target, steering.spread))
+
+    before = distance()
+    for _ in range(40):
+        stats = trainer.step(audio, frames, ["wind", "fire crackling"])
+    after = distance()
+    assert "loss_atlas" in stats
+    assert after < 0.9 * before, (before, after)  # (without the term no loss is on: nothing would move)
+    # the distance is in the atlas' own units: a sample is about sqrt(2) spreads from another
+    w = steering.atlas.w
+    assert 1.0 < float(atlas_distance(w[:32, None], w[32:], steering.spread)) < 3.0
+
+
 def test_stage_init_from_starts_from_another_bundles_parts(tmp_path, synthscapes_tiny):
     from model.bundle import load_bundle
     from training.bundle_io import read_training_json

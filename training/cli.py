@@ -29,6 +29,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "sound2video": ("training.stages.sound2video", "train E_a and the recurrent predictor (needs the other parts)"),
     "adapt": ("training.stages.adapt", "learn the sound's meaning for any generator (.pkl, .pt, bundle): "
               "E_a + predictor into a complete bundle"),
+    "atlas-classes": ("training.stages.atlas_classes", "name what each latent atlas entry draws with classifiers "
+                      "trained on real frames (a training signal, not the eval's judge)"),
     "eval": ("training.stages.eval", "evaluate a bundle on held-out clips"),
     "recipe": ("training.recipes", "run every stage in order to build a bundle (e.g. the embedded default)"),
 }

@@ -62,8 +62,12 @@ def _real_frames(data: Path, split: str, labels: Sequence[str], size: int,
     return frames, targets, [it.path for it in ds.items]
 
 
+JUDGE_SEED = 90_001  # the eval's judges: the full form this seed, the structure form the next
+JUDGE_SEEDS = (JUDGE_SEED, JUDGE_SEED + 1)  # no training signal may use these (see training/signal_classifiers.py)
+
+
 def ensure_judges(data: Path, labels: Sequence[str], judge_dir: Path, steps: int = 600,
-                  cache_dir: Path | None = None, seed: int = 90_001, size: int = 64, batch_size: int = 64,
+                  cache_dir: Path | None = None, seed: int = JUDGE_SEED, size: int = 64, batch_size: int = 64,
                   progress: Callable[[str, int, int, float], None] | None = None) -> Judges:
     """The two judges for ``data``: loaded from ``judge_dir`` when they match its train split and
     settings, else trained on the train split's real frames (and saved). Each is checked on the

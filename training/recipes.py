@@ -2,7 +2,12 @@
 
 A recipe is the list of stage invocations that builds a bundle from nothing::
 
-    synthscapes → clip → audio → generator → sound2video → eval
+    synthscapes → [signal-data] → clip → audio → generator → sound2video → [atlas-classes] → eval
+
+The bracketed stages run where the recipe trains real-frame classifiers as a training signal
+(``default``): ``signal-data`` writes a second synthscapes set with its own seed, on whose real
+frames the generator's class balance and ``atlas-classes`` train their classifiers (never the
+eval's judge, which trains on the main data with its own seeds).
 
 Each stage is called in-process through its own ``add_arguments``/``run`` (exactly what
 ``vjapp-train STAGE ...`` would run), with the recipe's options. Data, run folders (checkpoints,
@@ -65,6 +70,9 @@ STAGE_PARTS: dict[str, tuple[str, ...]] = {
     "sound2video": ("sound_inversion", "predictor"),
     "eval": (),
 }
+# recipe stages that run another stage's module with their own options
+STAGE_MODULE_OF = {"signal-data": "synthscapes"}
+SIGNAL_STAGES = ("signal-data", "atlas-classes")  # only where Sizes.signal_clips > 0
 TRAINING_STAGES = ("clip", "audio", "generator", "sound2video")
 
 
@@ -87,6 +95,15 @@ class RecipeContext:
     @property
     def report(self) -> Path:
         return self.work / "eval"
+
+    @property
+    def signal_data(self) -> Path:
+        """The classifiers' own synthscapes set (a training signal: not the eval judge's data)."""
+        return self.work / "signal-data"
+
+    @property
+    def signal_classifiers(self) -> Path:
+        return self.work / "signal-classifiers"
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,12 @@ class Sizes:
     class_balance_psi: float = 1.0  # generator: truncation of the fakes the class-balance term classifies
     clip_full_frames: int = 0  # sound2video: segments per sequence the CLIP losses also see at full size
     lambda_palette: float = 0.0  # sound2video: weight of the palette term (colour layout vs the real frame)
+    # real-frame classifiers as a training signal (0 clips: none; the class balance then uses CLIP and
+    # the atlas entries are scored by the class prompts)
+    signal_clips: int = 0  # clips of their own synthscapes set
+    signal_seed: int = 424_242  # that set's seed
+    signal_classifier_seed: int = 555_000  # their seed (the eval judge's 90001/90002 are refused)
+    signal_classifier_steps: int = 600
 
 
 @dataclass(frozen=True)
@@ -152,6 +175,7 @@ def _tiny_sizes(scale: str) -> Sizes:
         steps={"clip": 2, "audio": 2, "generator": 2, "sound2video": 2},
         batch={"clip": 8, "audio": 4, "generator": 4, "sound2video": 2},
         eval_clips=4,
+        signal_clips=18, signal_classifier_steps=30,
     )
 
 
@@ -166,18 +190,21 @@ def _default_sizes(scale: str) -> Sizes:
         segments=8 if full else 4, render_size=32, d_channel_base=4096, d_channel_max=128,
         video_channels=(32, 64, 128),
         # the step counts of the shipped default, trained on a 2-core CPU (README); a GPU affords more
-        steps=({"clip": 1000, "audio": 1200, "generator": 18656, "sound2video": 3400} if full
+        steps=({"clip": 1000, "audio": 1200, "generator": 19306, "sound2video": 3400} if full
                else {"clip": 1, "audio": 1, "generator": 1, "sound2video": 1}),
         batch=({"clip": 128, "audio": 64, "generator": 8, "sound2video": 4} if full
                else {"clip": 8, "audio": 4, "generator": 2, "sound2video": 2}),
         eval_clips=64 if full else 4,
         lr={"sound2video": 3e-4},
         # the shipped generator ran plain to 13681 steps, then with the class-balance term, then was
-        # fine-tuned 2400 steps with the pull and (the last 400) the live truncation (README)
+        # fine-tuned 2400 steps with the pull and (the last 400) the live truncation, then 650 steps
+        # with the term driven by real-frame classifiers (README)
         class_balance=1.0 if full else 0.0, class_balance_start=13681 if full else 0,
         class_balance_pull=0.5 if full else 0.0, class_balance_psi=0.7 if full else 1.0,
         clip_full_frames=2 if full else 0,
         lambda_palette=1.0 if full else 0.0,
+        signal_clips=180 if full else 18,
+        signal_classifier_steps=600 if full else 30,
     )
 
 
@@ -197,11 +224,15 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
     small = ctx.scale == "tiny" or s.resolution <= 32
     if small:
         common += ["--log-every", "1", "--no-tensorboard"]
-    if stage == "synthscapes":
+    if stage in ("synthscapes", "signal-data"):
         workers = 1 if small else max(1, min(8, os.cpu_count() or 1))
-        return ["--out", str(ctx.data), "--clips", str(s.clips), "--seconds", str(s.clip_seconds),
+        if stage == "signal-data":
+            where, clips, seed = ctx.signal_data, s.signal_clips, ["--seed", str(s.signal_seed)]
+        else:
+            where, clips, seed = ctx.data, s.clips, []
+        return ["--out", str(where), "--clips", str(clips), "--seconds", str(s.clip_seconds),
                 "--size", str(s.data_size), "--fps", str(s.data_fps), "--sample-rate", str(s.sample_rate),
-                "--workers", str(workers), "--no-progress"]
+                "--workers", str(workers), "--no-progress", *seed]
     if stage == "clip":
         return common + ["--arch", s.clip_arch]
     if stage == "audio":
@@ -219,6 +250,10 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
         if s.class_balance > 0:
             argv += ["--class-balance", str(s.class_balance), "--class-balance-start", str(s.class_balance_start),
                      "--class-balance-pull", str(s.class_balance_pull), "--class-balance-psi", str(s.class_balance_psi)]
+            if s.signal_clips > 0:
+                argv += ["--class-balance-judge", str(ctx.signal_classifiers), "--class-balance-judge-data",
+                         str(ctx.signal_data), "--class-balance-judge-seed", str(s.signal_classifier_seed),
+                         "--class-balance-judge-steps", str(s.signal_classifier_steps)]
         if small:
             argv += ["--kid-samples", "8", "--kid-subsets", "2", "--coverage-samples", "8"]
         return argv
@@ -228,6 +263,13 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
                          "--encoder-channels", *map(str, s.encoder_channels), "--head-hidden", str(s.rnn_hidden),
                          "--rnn-hidden", str(s.rnn_hidden), "--d-channel-base", str(s.d_channel_base),
                          "--d-channel-max", str(s.d_channel_max), "--video-channels", *map(str, s.video_channels)]
+    if stage == "atlas-classes":
+        argv = ["--bundle", str(ctx.out), "--classifiers", str(ctx.signal_classifiers), "--classifier-data",
+                str(ctx.signal_data), "--classifier-seed", str(s.signal_classifier_seed),
+                "--classifier-steps", str(s.signal_classifier_steps)]
+        if small:
+            argv += ["--atlas-samples", "64"]
+        return argv
     if stage == "eval":
         argv = ["--data", str(ctx.data), "--bundle", str(ctx.out), "--out", str(ctx.report),
                 "--clips", str(s.eval_clips), "--segments", str(s.segments)]
@@ -238,7 +280,12 @@ def stage_argv(stage: str, s: Sizes, ctx: RecipeContext) -> list[str]:
     raise TrainingError(f"unknown stage {stage!r}")
 
 
-STAGE_ORDER = ("synthscapes", "clip", "audio", "generator", "sound2video", "eval")
+STAGE_ORDER = ("synthscapes", "signal-data", "clip", "audio", "generator", "sound2video", "atlas-classes", "eval")
+
+
+def recipe_stages(s: Sizes) -> tuple[str, ...]:
+    """The stages this recipe runs, in order."""
+    return tuple(st for st in STAGE_ORDER if s.signal_clips > 0 or st not in SIGNAL_STAGES)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,6 +316,10 @@ def stage_finished(stage: str, ctx: RecipeContext) -> bool:
     """Did ``stage`` complete (not merely stop early)? Looks at what it leaves behind."""
     if stage == "synthscapes":
         return (ctx.data / "manifest.csv").is_file()
+    if stage == "signal-data":
+        return (ctx.signal_data / "manifest.csv").is_file()
+    if stage == "atlas-classes":
+        return any((ctx.out / "cache").glob("atlas-classes-*.safetensors"))
     if stage == "eval":
         return (ctx.report / "report.json").is_file()
     from training.bundle_io import read_training_json
@@ -285,7 +336,7 @@ def run_stage(stage: str, argv: Sequence[str]) -> int:
     """Run one stage in-process with ``argv`` (its own parser; as ``vjapp-train STAGE ARGV``)."""
     from training.cli import STAGES
 
-    module = importlib.import_module(STAGES[stage][0])
+    module = importlib.import_module(STAGES[STAGE_MODULE_OF.get(stage, stage)][0])
     parser = argparse.ArgumentParser(prog=f"vjapp-train {stage}")
     module.add_arguments(parser)
     args = parser.parse_args(list(argv))
@@ -315,7 +366,7 @@ def run_recipe(name: str, out: Path, work: Path | None = None, scale: str = "def
     state.update(recipe=name, scale=scale, out=str(out))
     write_state(work, state)
     deadline = time.monotonic() + max_minutes * 60.0 if max_minutes > 0 else None
-    stages = [s for s in STAGE_ORDER if not only or s in only]
+    stages = [s for s in recipe_stages(sizes) if not only or s in only]
     for stage in stages:
         record = state["stages"].get(stage, {})
         if record.get("done") and stage_finished(stage, ctx):

@@ -167,10 +167,31 @@ def load_clips(data: Path, bundle: Bundle, split: str, clips: int, segments: int
 SoundMethod = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def _atlas_entry_classes(atlas: "LatentAtlas | None", labels: list[str],
+                         bundle_root: Path) -> tuple[torch.Tensor | None, str]:
+    """The atlas entries' stored classes (as the show uses them) and what named them; refuses
+    classes named by the eval's own judge (its seeds), which would grade its own answers."""
+    if atlas is None:
+        return None, "none (no atlas)"
+    from model.atlas_classes import atlas_classes, classes_source
+    from training.judge_report import JUDGE_SEEDS
+
+    probs = atlas_classes(atlas, labels, bundle_root)
+    if probs is None:
+        return None, "the class prompts' CLIP embeddings"
+    source, seeds = classes_source(atlas, labels, bundle_root)
+    if set(seeds) & set(JUDGE_SEEDS):
+        raise EvalError(f"eval: the atlas entries' classes of {bundle_root} were named by classifiers with the "
+                            f"eval judge's seeds {JUDGE_SEEDS}: the judge would grade its own labels")
+    return probs, source
+
+
 def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", batch: int = 8,
-                  semantic_reach: float | None = None, glide: float | None = None) -> dict[str, SoundMethod]:
+                  semantic_reach: float | None = None, glide: float | None = None,
+                  entry_classes: torch.Tensor | None = None) -> dict[str, SoundMethod]:
     """The methods that hear the sound: name -> ``f(audio [B, T, S], base [B, L, C])`` returning the
-    latents after every live step ``[B, N, L, C]`` and at the segment ends ``[B, T, L, C]``."""
+    latents after every live step ``[B, N, L, C]`` and at the segment ends ``[B, T, L, C]``.
+    ``entry_classes``: the atlas entries' stored classes, as the show reads them (:mod:`model.atlas_classes`)."""
     device = next(bundle.generator.parameters()).device  # type: ignore[union-attr]
     logmel = LogMel(bundle.info.mel).to(device)
     from vjapp.engine.controls import Controls
@@ -196,8 +217,8 @@ def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", ba
         from model.clip import class_text_embeddings
 
         anchors = class_text_embeddings(bundle.clip, bundle.info.labels) if bundle.clip is not None else None
-        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), AtlasSteering(atlas.to(device), anchors=anchors),
-                              substeps, dyn, scene)
+        steering = AtlasSteering(atlas, anchors=anchors, entry_classes=entry_classes).to(device)
+        amodels = AtlasModels(logmel, bundle.audio_encoder.eval(), steering, substeps, dyn, scene)
     # "ours" is what the show plays with default controls (meaning "scene" when there is an atlas)
     if amodels is not None:
         out["ours"] = batched(lambda a, b: atlas_latents(amodels, a, b))
@@ -538,7 +559,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
         atlas = atlas_for(G, clip, Path(args.bundle), AtlasSettings(samples=args.atlas_samples,
                                                                      truncation_psi=args.truncation_psi))
-    methods = sound_methods(bundle, substeps, atlas, args.batch_size, args.semantic_reach, args.scene_glide)
+    entry_classes, classes_source = _atlas_entry_classes(atlas, list(info.labels), Path(args.bundle))
+    methods = sound_methods(bundle, substeps, atlas, args.batch_size, args.semantic_reach, args.scene_glide,
+                            entry_classes)
     latents, step = method_latents(bundle, clips, base, methods, args.seed)
 
     judges = None
@@ -640,6 +663,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "labels": list(info.labels),
         "trained_parts": dict(info.trained),
         "atlas_samples": len(atlas) if atlas is not None else 0,
+        "atlas_entry_classes": classes_source,
         "clip_indices": one.indices,
         "clip_labels": [info.labels[int(c)] if int(c) < len(info.labels) else str(int(c)) for c in one.labels],
         "methods": {name: mm.to_json() for name, mm in results.items()},

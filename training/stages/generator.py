@@ -777,42 +777,14 @@ def _build_balance(args: argparse.Namespace, run: Any, config: GeneratorTrainCon
     return ClassBalance(clip, labels, momentum=config.class_balance_momentum, pull=config.class_balance_pull)
 
 
-EVAL_JUDGE_SEEDS = (90_001, 90_002)  # training.judge_report.ensure_judges' defaults: the eval's own
-
-
 def _balance_judges(args: argparse.Namespace, labels: Sequence[str]) -> list[Any]:
     """The real-frame classifiers of ``--class-balance-judge`` (trained first from
     ``--class-balance-judge-data`` when asked); refuses the eval judge's seeds and wrong labels."""
-    from model.formats import CheckpointError
-    from training.judge import FORMS, load_judge
-    from training.judge_report import ensure_judges
-    from training.run import TrainingError
+    from training.signal_classifiers import signal_classifiers
 
-    folder: Path = args.class_balance_judge
-    seed = int(args.class_balance_judge_seed)
-    if seed in EVAL_JUDGE_SEEDS or seed + 1 in EVAL_JUDGE_SEEDS:
-        raise TrainingError(f"generator: --class-balance-judge-seed {seed}: the eval's independent judge uses "
-                            f"{EVAL_JUDGE_SEEDS}; a training signal needs its own seed")
-    data = getattr(args, "class_balance_judge_data", None)
-    if data is not None:
-        made = ensure_judges(Path(data), list(labels), folder, steps=int(args.class_balance_judge_steps),
-                             cache_dir=getattr(args, "cache_dir", None), seed=seed)
-        return [made.full, made.structure]
-    judges = []
-    for form in FORMS:
-        try:
-            judge = load_judge(folder, form)
-        except (CheckpointError, OSError, ValueError, KeyError) as exc:
-            raise TrainingError(f"generator: --class-balance-judge {folder}: no {form} classifier there ({exc}); "
-                                "give --class-balance-judge-data to train it") from exc
-        if int(judge.config.seed) in EVAL_JUDGE_SEEDS:
-            raise TrainingError(f"generator: --class-balance-judge {folder}: that is the eval's judge (seed "
-                                f"{judge.config.seed}); train a separate one (--class-balance-judge-data, own seed)")
-        if list(judge.config.labels) != list(labels):
-            raise TrainingError(f"generator: --class-balance-judge {folder}: its labels {list(judge.config.labels)} "
-                                f"are not this run's {list(labels)}")
-        judges.append(judge)
-    return judges
+    return signal_classifiers(args.class_balance_judge, labels, int(args.class_balance_judge_seed),
+                              getattr(args, "class_balance_judge_data", None), int(args.class_balance_judge_steps),
+                              getattr(args, "cache_dir", None), who="generator: --class-balance-judge")
 
 
 def _fine_tune_source(bundle_dir: Path, config: GeneratorTrainConfig, device: Any) -> Generator:

@@ -91,6 +91,7 @@ class Sound2VideoConfig:
     lambda_img_adv: float = 0.05  # weight of the image discriminator's generator loss
     lambda_vid_adv: float = 0.05  # weight of the video discriminator's generator loss
     lambda_palette: float = 0.0  # weight of the palette term (colour layout vs the paired real frame)
+    lambda_atlas: float = 0.0  # weight of the distance to the atlas scene of the segment's sound (the manifold)
     palette_grid: int = 4  # the palette term's grid (cells per side)
     r1_gamma: float = 1.0  # R1 penalty on real data (both discriminators); 0 = off
     r1_interval: int = 8  # lazy R1: every N discriminator steps (scaled by N)
@@ -114,7 +115,7 @@ class Sound2VideoConfig:
             if not getattr(self, name) > 0:
                 raise Sound2VideoError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("lambda_audio", "lambda_text", "lambda_b", "lambda_img_adv", "lambda_vid_adv",
-                     "lambda_palette", "r1_gamma", "model_rate"):
+                     "lambda_palette", "lambda_atlas", "r1_gamma", "model_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise Sound2VideoError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -129,6 +130,13 @@ class Sound2VideoConfig:
 
 # ------------------------------------------------------------------------------------------------
 # Losses
+
+
+def atlas_distance(ws: torch.Tensor, target: torch.Tensor, spread: float) -> torch.Tensor:
+    """Mean squared distance of W+ latents ``[N, L, C]`` from the atlas scene ``[N, C]`` of their sound
+    (every layer), in units of the atlas' own spread (the typical distance between two samples over
+    sqrt 2): 0 on the scene, about 2 for an unrelated sample of the generator."""
+    return ((ws.float() - target.float()[:, None]).pow(2).sum(-1) / (spread ** 2)).mean()
 
 
 def latent_spread(ws: torch.Tensor) -> torch.Tensor:
@@ -247,7 +255,13 @@ class Sound2VideoTrainer:
         device: torch.device,
         rank: int = 0,
         autocast: Callable[[], ContextManager[Any]] | None = None,
+        steering: Any = None,
     ) -> None:
+        """``steering`` (:class:`model.atlas.AtlasSteering`, needed when ``config.lambda_atlas > 0``): the
+        generator's latent atlas as the show's scene layer steers through it."""
+        if config.lambda_atlas > 0 and steering is None:
+            raise Sound2VideoError("lambda_atlas > 0 needs the generator's latent atlas (steering)")
+        self.steering = steering
         self.config = config
         self.autocast = autocast or contextlib.nullcontext
         self.frozen = frozen
@@ -365,6 +379,12 @@ class Sound2VideoTrainer:
             loss_b = latent_spread(ws_all)
             loss = c.lambda_audio * loss_audio + c.lambda_text * loss_text + c.lambda_b * loss_b
             stats["loss_spread"] = loss_b
+            if c.lambda_atlas > 0:  # the manifold: each segment's latent near the atlas scene of its sound
+                with torch.no_grad():
+                    target = self.steering.target(audio_emb).to(self.device)  # [B*T, C] raw w
+                loss_atlas = atlas_distance(ws_seg.flatten(0, 1), target, self.steering.spread)
+                loss = loss + c.lambda_atlas * loss_atlas
+                stats["loss_atlas"] = loss_atlas
             if c.lambda_palette > 0:  # the paired real frame's colour layout, preview and full frames alike
                 loss_palette = palette_distance(fake, real, self.palette_grid).mean()
                 stats["palette_preview"] = loss_palette
@@ -476,6 +496,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weight of the palette term: colour layout of each frame vs the real frame of the same "
                         "clip and segment (0: off)")
     g.add_argument("--palette-grid", type=int, default=d.palette_grid, help="the palette term's grid (cells per side)")
+    g.add_argument("--lambda-atlas", type=float, default=d.lambda_atlas,
+                   help="weight of the atlas term: each segment's latent near the scene the show's atlas steers to "
+                        "for its sound (keeps E_a's offsets on the generator's manifold; 0: off)")
     g.add_argument("--init-from", type=Path, default=None,
                    help="start E_a and the predictor from this bundle's parts instead of from scratch (their "
                         "architecture options then come from it; a checkpoint in the run folder still wins)")
@@ -507,7 +530,7 @@ def config_from_args(args: argparse.Namespace) -> Sound2VideoConfig:
         segments=args.segments, batch_size=args.batch_size, steps=args.steps, lr=args.lr, d_lr=args.d_lr,
         lambda_audio=args.lambda_audio, lambda_text=args.lambda_text, lambda_b=args.lambda_b,
         lambda_img_adv=args.lambda_img_adv, lambda_vid_adv=args.lambda_vid_adv,
-        lambda_palette=args.lambda_palette, palette_grid=args.palette_grid, r1_gamma=args.r1_gamma,
+        lambda_palette=args.lambda_palette, lambda_atlas=args.lambda_atlas, palette_grid=args.palette_grid, r1_gamma=args.r1_gamma,
         r1_interval=args.r1_interval, truncation_psi=args.truncation_psi, model_rate=args.model_rate,
         render_size=args.render_size, clip_full_frames=args.clip_full_frames,
         d_channel_base=args.d_channel_base, d_channel_max=args.d_channel_max,
@@ -584,6 +607,21 @@ def _resolve_render_size(config: Sound2VideoConfig, resolution: int) -> int:
     return size
 
 
+def _scene_steering(G: nn.Module, clip: nn.Module, bundle_dir: Path, labels: list[str], device: torch.device) -> Any:
+    """The atlas steering the show's scene layer uses for this bundle (atlas built and cached beside it
+    when missing; its entry classes where the bundle has them, else the class prompts)."""
+    from model.atlas import AtlasSteering, atlas_for
+    from model.atlas_classes import atlas_classes
+    from model.clip import class_text_embeddings
+
+    atlas = atlas_for(G, clip, bundle_dir)
+    anchors = class_text_embeddings(clip, labels) if labels else None
+    entry = atlas_classes(atlas, labels, bundle_dir) if anchors is not None else None
+    log.info("sound2video: the atlas term steers by %s", "the entries' stored classes" if entry is not None
+             else "the class prompts" if anchors is not None else "F_a alone")
+    return AtlasSteering(atlas, anchors=anchors, entry_classes=entry).to(device)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train E_a + predictor into the bundle ``--out`` (which must hold generator, clip and audio_encoder)."""
     from model.latent_rnn import LatentRNN, LatentRNNConfig
@@ -631,8 +669,10 @@ def run(args: argparse.Namespace) -> int:
         if run.scaler is not None:  # fp16 needs loss scaling, which this stage does not do: stay in fp32
             log.warning("sound2video: --amp with fp16 is not supported (no bf16 on this GPU); training in float32")
             autocast = contextlib.nullcontext
+        steering = _scene_steering(G, clip, Path(args.out), list(settings.labels), dev) if config.lambda_atlas > 0 \
+            else None
         trainer = Sound2VideoTrainer(config, frozen, model, d_img, d_vid, substeps, render_size, dev,
-                                     rank=run.rank, autocast=autocast)
+                                     rank=run.rank, autocast=autocast, steering=steering)
 
         dataset = SequenceDataset(
             args.data, split=args.split, fps=1.0 / settings.segment_seconds, size=render_size,

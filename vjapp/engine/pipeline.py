@@ -145,7 +145,7 @@ class SoundToLatent:
         self.scene_layer = scene
         if scene is not None:
             scene.audio_encoder.to(device).eval()
-            scene.steering.atlas = scene.steering.atlas.to(device)
+            scene.steering.to(device)
             self.segment_samples = int(round(scene.segment_seconds * self.logmel.config.sample_rate))
         self.state = self.predictor.init_state(1, device) if self.predictor is not None else None
         self.offset = torch.zeros(1, self.num_ws, self.w_dim, device=device)  # o, [1, L, C]

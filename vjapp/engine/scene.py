@@ -33,7 +33,7 @@ class SceneDynamics:
 
     Loudness acts twice, as a VJ expects: the **speed** of the glide is ``glide · loud^speed_exponent``
     (``loud`` the loudness on the show's level scale, -60..-30 dBFS), so a tenth of the amplitude moves
-    the picture far less; the **distance** shown is the level on the scene's own scale (-57..-28 dBFS:
+    the picture far less; the **distance** shown is the level on the scene's own scale (-55..-25 dBFS:
     the quietest classes of sound, around -33 dBFS, are still shown most of the way, while a tenth of
     a loud sound's amplitude is shown about half as far), held ``release`` per step when the sound
     falls, so a storm does not vanish between two claps of thunder. The held meaning
@@ -43,11 +43,11 @@ class SceneDynamics:
     """
 
     glide: float = 0.45  # share of the way to the new target per model step at full loudness
-    switch_glide: float = 0.9  # ... on the step the held meaning changes to another class
+    switch_glide: float = 1.0  # ... on the step the held meaning changes to another class (1: a cut)
     strength: float = 1.0  # at full level, the share of the way from the base picture to the scene
     speed_exponent: float = 4.0  # glide speed = glide * loud ** this
-    quiet_db: float = -57.0  # scene level 0 at and below (RMS dBFS)
-    loud_db: float = -28.0  # scene level 1 at and above
+    quiet_db: float = -55.0  # scene level 0 at and below (RMS dBFS)
+    loud_db: float = -25.0  # scene level 1 at and above
     release: float = 0.95  # per-step smoothing of the scene level as the sound falls (10 steps/s: ~1.4 s to half)
     # the held meaning (:class:`MeaningTracker`)
     class_smoothing: float = 0.3  # per step, the share of the way the class scores move to the newest

@@ -16,6 +16,7 @@ import torch
 
 from model.audio_features import LogMel
 from model.atlas import AtlasSettings, AtlasSteering, LatentAtlas, Progress, atlas_for, cached_atlas
+from model.atlas_classes import atlas_classes
 from model.bundle import Bundle
 from model.lazy_clip import class_anchors
 from vjapp.audio.rhythm import BeatState
@@ -164,11 +165,13 @@ class Show:
             return False
         self.sound.scene_layer = None
         # the sound's steering also weighs the prompt of the class the sound is nearest to
-        anchors = class_anchors(b.clip, b.info.labels, getattr(b, "root", None)) if b.info.labels else None
-        layer = SceneLayer(b.audio_encoder, AtlasSteering(atlas.to(self.device), anchors=anchors), self.config.scene,
-                           b.info.segment_seconds)
+        root = getattr(b, "root", None)
+        anchors = class_anchors(b.clip, b.info.labels, root) if b.info.labels else None
+        # and, where the bundle has them, its atlas entries' classes named by real-frame classifiers
+        entry_classes = atlas_classes(atlas, b.info.labels, root) if anchors is not None else None
+        steering = AtlasSteering(atlas, anchors=anchors, entry_classes=entry_classes).to(self.device)
+        layer = SceneLayer(b.audio_encoder, steering, self.config.scene, b.info.segment_seconds)
         layer.audio_encoder.to(self.device).eval()
-        layer.steering.atlas = layer.steering.atlas.to(self.device)
         self.sound.segment_samples = int(round(layer.segment_seconds * self.sound.sample_rate))
         self.sound.scene = None
         self.sound.scene_layer = layer
