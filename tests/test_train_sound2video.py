@@ -310,9 +310,10 @@ def test_atlas_term_pulls_the_latents_onto_the_scene_the_show_steers_to():
     from training.baselines import loudness_units
     from training.stages.sound2video import atlas_distance
 
+    torch.manual_seed(0)  # the same run whatever ran before it
     b = random_bundle(resolution=32, channel_max=32, w_dim=64, mapping_layers=2, encoder_channels=(8, 16, 16, 16),
                       hidden_dim=32, mel=MEL, segment_seconds=0.5)
-    cfg = Sound2VideoConfig(segments=3, batch_size=2, render_size=16, lr=3e-3, lambda_audio=0.0, lambda_text=0.0,
+    cfg = Sound2VideoConfig(segments=3, batch_size=2, render_size=16, lr=1e-3, lambda_audio=0.0, lambda_text=0.0,
                             lambda_b=0.0, lambda_img_adv=0.0, lambda_vid_adv=0.0, lambda_atlas=1.0)
     frozen = Frozen(b.generator, b.clip, b.audio_encoder, LogMel(MEL))
     model = SoundToVideo(b.sound_inversion, b.predictor, LiveDynamics.live())
@@ -342,11 +343,11 @@ def test_atlas_term_pulls_the_latents_onto_the_scene_the_show_steers_to():
         return float(atlas_distance(ws, target, steering.spread))
 
     before = distance()
-    for _ in range(40):
+    for _ in range(60):
         stats = trainer.step(audio, frames, ["wind", "fire crackling"])
     after = distance()
     assert "loss_atlas" in stats
-    assert after < 0.9 * before, (before, after)  # (without the term no loss is on: nothing would move)
+    assert after < 0.85 * before, (before, after)  # (without the term no loss is on: nothing would move)
     # the distance is in the atlas' own units: a sample is about sqrt(2) spreads from another
     w = steering.atlas.w
     assert 1.0 < float(atlas_distance(w[:32, None], w[32:], steering.spread)) < 3.0
