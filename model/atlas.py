@@ -186,15 +186,18 @@ class AtlasSteering:
         w = atlas.w
         self.spread = float(w.std(0).norm()) or 1.0  # typical distance between two samples / sqrt(2)
         self.anchors = None if anchors is None else F.normalize(anchors.float(), dim=-1).to(atlas.embeddings.device)
-        # each entry's similarity to each class prompt [N, K] (fixed per atlas)
-        self._entry_anchor = None if self.anchors is None else atlas.embeddings @ self.anchors.T
-        self.classed = False  # the entries' classes come from real-frame classifiers
-        if entry_classes is not None and self.anchors is not None:
+        # how much each entry is of each class [N, K] (fixed per atlas): its classes named by real-frame
+        # classifiers when given, else its CLIP similarity to each class prompt
+        self.classed = entry_classes is not None and self.anchors is not None
+        self._entry_anchor: torch.Tensor | None = None
+        if self.classed:
+            assert entry_classes is not None and self.anchors is not None
             if tuple(entry_classes.shape) != (len(atlas), self.anchors.shape[0]):
                 raise ValueError(f"entry_classes {tuple(entry_classes.shape)} do not fit an atlas of {len(atlas)} "
                                  f"entries and {self.anchors.shape[0]} classes")
             self._entry_anchor = entry_classes.float().to(atlas.embeddings.device)
-            self.classed = True
+        elif self.anchors is not None:
+            self._entry_anchor = atlas.embeddings @ self.anchors.T
 
     def to(self, device: torch.device | str) -> "AtlasSteering":
         """Move the atlas and the class scores to ``device`` (in place); returns self."""

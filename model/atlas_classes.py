@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -79,19 +80,18 @@ def save_atlas_classes(atlas: LatentAtlas, labels: Sequence[str], probs: torch.T
                         "seeds": ",".join(str(int(s)) for s in seeds)})
 
 
-def classes_source(atlas: LatentAtlas, labels: Sequence[str], bundle_root: Path | None) -> tuple[str, list[int]]:
-    """What named the stored entry classes and with which seeds (``("", [])`` when there are none)."""
-    hit = read_cache(classes_name(atlas, labels), bundle_root)
-    if hit is None:
-        return "", []
-    meta = hit[1]
-    seeds = [int(s) for s in meta.get("seeds", "").split(",") if s.strip().lstrip("-").isdigit()]
-    return meta.get("source", ""), seeds
+@dataclass(frozen=True)
+class StoredClasses:
+    """The entry classes stored for an atlas: ``probs [N, K]``, what named them, their seeds."""
+
+    probs: torch.Tensor
+    source: str
+    seeds: tuple[int, ...]
 
 
-def atlas_classes(atlas: LatentAtlas, labels: Sequence[str], bundle_root: Path | None) -> torch.Tensor | None:
-    """The stored entry classes ``[N, K]`` for this atlas and labels, or None (no file, or one that
-    does not fit: logged, never fatal)."""
+def read_atlas_classes(atlas: LatentAtlas, labels: Sequence[str], bundle_root: Path | None) -> StoredClasses | None:
+    """The stored entry classes for this atlas and labels, or None (no file, or one that does not
+    fit: logged, never fatal)."""
     if not labels:
         return None
     hit = read_cache(classes_name(atlas, labels), bundle_root)
@@ -107,8 +107,16 @@ def atlas_classes(atlas: LatentAtlas, labels: Sequence[str], bundle_root: Path |
         log.warning("ignoring the atlas entry classes: %s", exc)
         return None
     assert probs is not None
-    log.info("atlas entries classed by %s", meta.get("source") or "stored classifiers")
-    return probs.float()
+    source = meta.get("source", "")
+    seeds = tuple(int(x) for x in meta.get("seeds", "").split(",") if x.strip().lstrip("-").isdigit())
+    log.info("atlas entries classed by %s", source or "stored classifiers")
+    return StoredClasses(probs.float(), source, seeds)
+
+
+def atlas_classes(atlas: LatentAtlas, labels: Sequence[str], bundle_root: Path | None) -> torch.Tensor | None:
+    """Just the stored class probabilities ``[N, K]`` (see :func:`read_atlas_classes`), or None."""
+    stored = read_atlas_classes(atlas, labels, bundle_root)
+    return None if stored is None else stored.probs
 
 
 def _check(atlas: LatentAtlas, labels: Sequence[str], probs: torch.Tensor | None) -> None:

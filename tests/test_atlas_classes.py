@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from judge_fixtures import untrained_judges
 
 from model.atlas import AtlasSettings, AtlasSteering, LatentAtlas, SteeringSettings, atlas_for
-from model.atlas_classes import atlas_classes, classes_name, classes_source, classify_atlas, save_atlas_classes
+from model.atlas_classes import atlas_classes, classes_name, classify_atlas, read_atlas_classes, save_atlas_classes
 from model.bundle import load_bundle
 from training.cli import main as train_main
 
@@ -29,18 +30,10 @@ def bundle(tiny_bundle_dir, tmp_path, monkeypatch):
     return load_bundle(root)
 
 
-def _classifiers(labels, seed: int = 31_337):
-    from training.judge import Judge, JudgeConfig
-
-    torch.manual_seed(seed)
-    return [Judge(JudgeConfig(form=f, labels=list(labels), size=16, seed=seed + i)).eval()
-            for i, f in enumerate(("full", "structure"))]
-
-
 def test_each_entry_is_classed_by_the_classifiers_on_its_own_picture(bundle):
     G, labels = bundle.generator, bundle.info.labels
     atlas = atlas_for(G, bundle.clip, bundle.root, SMALL)
-    judges = _classifiers(labels)
+    judges = untrained_judges(labels)
     probs = classify_atlas(G, atlas, judges, batch=5)
     assert probs.shape == (24, len(labels))
     torch.testing.assert_close(probs.sum(1), torch.ones(24))
@@ -62,7 +55,8 @@ def test_classes_are_stored_for_that_atlas_and_those_labels_only(bundle, caplog)
     path = save_atlas_classes(atlas, labels, probs, bundle.root, source="test classifiers", seeds=[7, 8])
     assert path == bundle.root / "cache" / classes_name(atlas, labels)
     torch.testing.assert_close(atlas_classes(atlas, labels, bundle.root), probs)
-    assert classes_source(atlas, labels, bundle.root) == ("test classifiers", [7, 8])
+    stored = read_atlas_classes(atlas, labels, bundle.root)
+    assert (stored.source, stored.seeds) == ("test classifiers", (7, 8))
     # other labels (or their order): another name, nothing found
     assert atlas_classes(atlas, labels[::-1], bundle.root) is None
     # another generator: another atlas key, so the stale classes are not read
@@ -137,9 +131,9 @@ def test_the_stage_classes_a_bundles_atlas_with_its_own_classifiers_and_the_show
     assert stored is not None and stored.shape == (24, len(labels))
     want = classify_atlas(bundle.generator, atlas, [load_judge(folder, f) for f in ("full", "structure")])
     torch.testing.assert_close(stored, want, atol=1e-5, rtol=0)
-    assert classes_source(atlas, labels, bundle.root)[1] == [31_337, 31_338]
+    assert read_atlas_classes(atlas, labels, bundle.root).seeds == (31_337, 31_338)
     # the eval's own judge is refused as the namer
-    for j in _classifiers(labels, seed=90_001):
+    for j in untrained_judges(labels, seed=90_001):
         save_judge(tmp_path / "eval-judge", j)
     assert train_main([*args[:3], "--classifiers", str(tmp_path / "eval-judge"), *args[5:]]) == 1
     assert "eval's judge" in capsys.readouterr().err

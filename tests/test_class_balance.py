@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from judge_fixtures import untrained_judges
 
 from model.bundle import LANDSCAPE_LABELS
 from model.clip import build_clip
@@ -196,18 +197,10 @@ def test_the_term_can_see_the_fakes_truncated_as_the_show_draws_them(tiny_clip, 
         GeneratorTrainConfig(resolution=RES, channel_base=256, channel_max=32, class_balance_psi=0.0)
 
 
-def _judges(labels, seed: int = 31_337):
-    from training.judge import Judge, JudgeConfig
-
-    torch.manual_seed(seed)
-    return [Judge(JudgeConfig(form=f, labels=list(labels), size=16, seed=seed + i)) for i, f in
-            enumerate(("full", "structure"))]
-
-
 def test_classifiers_trained_on_real_frames_can_drive_the_term_instead_of_clip() -> None:
     """--class-balance-judge: the fakes' classes come from the classifiers' summed logits, and a step
     down the term moves probability from an over-drawn class to an under-drawn one, as with CLIP."""
-    judges = _judges(LABELS)
+    judges = untrained_judges(LABELS)
     balance = ClassBalance(None, LABELS, momentum=0.999, judges=judges)
     images = (torch.rand(16, 3, 32, 32) * 2 - 1).requires_grad_(True)
     logp = balance.log_probabilities(images)
@@ -218,7 +211,7 @@ def test_classifiers_trained_on_real_frames_can_drive_the_term_instead_of_clip()
     assert after[0] < before[0] and after[2] > before[2]
     assert "balance/kl_uniform" in stats
     with pytest.raises(ValueError, match="labels"):
-        ClassBalance(None, LABELS, judges=_judges(["a", "b", "c"]))
+        ClassBalance(None, LABELS, judges=untrained_judges(["a", "b", "c"]))
     with pytest.raises(ValueError, match="CLIP or classifiers"):
         ClassBalance(None, LABELS)
 
@@ -245,7 +238,7 @@ def test_stage_trains_its_own_balance_classifiers_and_refuses_the_evals(frames: 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("balance/kl_uniform" in r for r in rows if r["prefix"] == "train")
     # the eval's own judge (its seeds) in that folder is refused
-    eval_like = _judges(list(LANDSCAPE_LABELS), seed=90_001)
+    eval_like = untrained_judges(list(LANDSCAPE_LABELS), seed=90_001)
     for j, form in zip(eval_like, ("full", "structure")):
         save_judge(tmp_path / "eval-judge", j)
     assert train_main([*args[:-1], str(tmp_path / "eval-judge"), "--steps", "3"]) == 1

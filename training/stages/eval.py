@@ -173,17 +173,16 @@ def _atlas_entry_classes(atlas: "LatentAtlas | None", labels: list[str],
     classes named by the eval's own judge (its seeds), which would grade its own answers."""
     if atlas is None:
         return None, "none (no atlas)"
-    from model.atlas_classes import atlas_classes, classes_source
+    from model.atlas_classes import read_atlas_classes
     from training.judge_report import JUDGE_SEEDS
 
-    probs = atlas_classes(atlas, labels, bundle_root)
-    if probs is None:
+    stored = read_atlas_classes(atlas, labels, bundle_root)
+    if stored is None:
         return None, "the class prompts' CLIP embeddings"
-    source, seeds = classes_source(atlas, labels, bundle_root)
-    if set(seeds) & set(JUDGE_SEEDS):
+    if set(stored.seeds) & set(JUDGE_SEEDS):
         raise EvalError(f"eval: the atlas entries' classes of {bundle_root} were named by classifiers with the "
-                            f"eval judge's seeds {JUDGE_SEEDS}: the judge would grade its own labels")
-    return probs, source
+                        f"eval judge's seeds {JUDGE_SEEDS}: the judge would grade its own labels")
+    return stored.probs, stored.source
 
 
 def sound_methods(bundle: Bundle, substeps: int, atlas: "LatentAtlas | None", batch: int = 8,

@@ -613,6 +613,7 @@ class GeneratorEvaluator:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``vjapp-train generator`` options (common ones from :func:`training.run.add_common_arguments`)."""
     from training.run import add_common_arguments
+    from training.signal_classifiers import DEFAULT_SIGNAL_SEED
 
     add_common_arguments(parser, steps=20000, batch_size=32, lr=0.0025, ckpt_every=1000, log_every=50,
                          sample_every=500, eval_every=0)
@@ -662,7 +663,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--class-balance-judge-data", type=Path, default=None,
                    help="dataset (its train split) to train the --class-balance-judge classifiers on: not the "
                         "eval's --judge-data (e.g. vjapp-train synthscapes with another --seed)")
-    g.add_argument("--class-balance-judge-seed", type=int, default=31_337,
+    g.add_argument("--class-balance-judge-seed", type=int, default=DEFAULT_SIGNAL_SEED,
                    help="seed of the --class-balance-judge classifiers (the eval's judge uses 90001/90002: refused)")
     g.add_argument("--class-balance-judge-steps", type=int, default=600,
                    help="training steps of each --class-balance-judge classifier")
