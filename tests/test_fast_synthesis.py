@@ -19,6 +19,8 @@ from model.stylegan2 import (
     prepare_for_inference,
     setup_filter,
     upsample2d,
+    upsample_bilinear_fir,
+    upsample_is_bilinear,
     upsample_matrix,
 )
 from test_stylegan2 import tiny_generator
@@ -96,6 +98,19 @@ def test_upsample_matrix_is_upsample2d(taps) -> None:
     a = upsample_matrix(taps, 8)
     assert a.shape == (16, 8)
     assert torch.allclose(a @ x @ a.t(), upsample2d(x, setup_filter(taps)), atol=1e-5)
+
+
+def test_skip_image_upsampling_by_interpolation_is_the_fir() -> None:
+    # NVIDIA's [1, 3, 3, 1] filter is bilinear interpolation with the borders scaled; other taps
+    # are not, and keep the exact matrices.
+    assert upsample_is_bilinear((1, 3, 3, 1))
+    assert not any(upsample_is_bilinear(t) for t in [(1, 1), (1, 2, 1), (1, 2, 5, 1, 1, 3), (1, 3, 3, 2)])
+    for shape in [(2, 3, 64, 64), (1, 3, 64, 112), (1, 3, 5, 9)]:  # square, widened, odd
+        x = torch.randn(*shape)
+        want = upsample2d(x, setup_filter((1, 3, 3, 1)))
+        got = upsample_bilinear_fir(x.clone())
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_batched_uint8_conversion_is_the_per_frame_one() -> None:
