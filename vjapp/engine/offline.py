@@ -93,6 +93,23 @@ class RhythmFollower:
         return out
 
 
+def latents_at(times: Sequence[float], steps: ModelStepper, rhythm: RhythmFollower, rate: int,
+               read: Callable[[int, int], np.ndarray], available: Callable[[], int]
+               ) -> tuple[torch.Tensor, list[tuple[float, float, float]]]:
+    """The W+ ``[B, L, C]`` and camera shown at each of ``times`` (ascending), as live shows them:
+    the model stepped to one period past that time and no further (the interpolation sees the
+    keyframes live would have, whatever the batch), the rhythm layer's pulse heard up to it.
+    ``rate`` and ``read`` as :meth:`RhythmFollower.pulses_at`; ``available()``: the samples that
+    exist once the model has stepped (a streamed file is read as far as the steps needed)."""
+    ws, cameras = [], []
+    for t in times:
+        steps.until(t + steps.step_dt)  # one step ahead: the frame sits between real keyframes
+        pulses = rhythm.pulses_at([t], rate, read, available())
+        ws.append(steps.show.ws_at([t], pulses)[0])
+        cameras.append(rhythm.cameras[0])
+    return torch.stack(ws), cameras
+
+
 @dataclass
 class OfflineShow:
     """Drives ``show`` from ``model_audio`` (mono at the model's rate) and ``rhythm_audio`` (mono at
@@ -121,7 +138,6 @@ class OfflineShow:
     def ws_at(self, times: Sequence[float]) -> torch.Tensor:
         """The W+ ``[B, L, C]`` shown at ``times`` (ascending, each after the last call's): the
         semantic layer plus the pulses of the audio up to each time (no synthesis)."""
-        self.steps.until(times[-1] + self.steps.step_dt)  # one step ahead: between real keyframes
-        pulses = self.rhythm.pulses_at(times, self.rhythm_rate, lambda a, b: self.rhythm_audio[a:b] * self.weight,
-                                       self.rhythm_audio.size)
-        return self.show.ws_at(times, pulses)
+        ws, _ = latents_at(times, self.steps, self.rhythm, self.rhythm_rate,
+                           lambda a, b: self.rhythm_audio[a:b] * self.weight, lambda: self.rhythm_audio.size)
+        return ws

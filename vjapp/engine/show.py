@@ -311,6 +311,11 @@ class Show:
         carry a pulse offset (see :meth:`ws_at`) and a camera (:meth:`camera_now` at its time)."""
         with self.stats.stage("interpolate"):
             ws = self.ws_at(times, pulses)
+        return self.frames_of(ws, cameras)
+
+    def frames_of(self, ws: torch.Tensor, cameras: Sequence[tuple[float, float, float]] | None = None
+                  ) -> list[np.ndarray]:
+        """Frames of W+ ``[B, L, C]`` (e.g. from :func:`vjapp.engine.offline.latents_at`), one batch."""
         with self.stats.stage("synthesis"):
             imgs = self.renderer.images(ws, self.controls.noise_mode, cameras=cameras, channels_last=True)
         with self.stats.stage("to_uint8"):
