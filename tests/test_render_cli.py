@@ -147,3 +147,19 @@ def test_render_threads_must_be_a_whole_number(wav, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--threads: must be a whole number >= 0" in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bench_random_generator_takes_a_channel_base(tmp_path, monkeypatch):
+    """``--bundle random:RES:CHANNEL_BASE`` times a random generator of those widths (the issue's
+    512 px, channel_base 16384 case); a malformed spec is one clear error."""
+    from model.bundle import load_bundle
+    from vjapp.bench import prepare_bundle
+
+    monkeypatch.setenv("VJAPP_IMPORT_DIR", str(tmp_path))
+    for bad in ("random:16:abc", "random:16:1024:2", "random:17"):
+        with pytest.raises(ValueError, match="random:RES"):
+            prepare_bundle(bad, atlas_samples=4)
+    path = prepare_bundle("random:16:512", atlas_samples=4)
+    G = load_bundle(path, parts=("generator",)).generator
+    assert G.img_resolution == 16 and G.config.channel_base == 512
+    assert G.synthesis.b16.conv1.out_channels == 32  # 512 / 16: the given base, not config-f's 512 cap

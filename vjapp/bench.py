@@ -30,8 +30,9 @@ STAGES = ("mel", "encoder", "recurrent", "scene", "model_step", "rhythm", "inter
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=None,
-                   help="bundle directory, a StyleGAN2 .pkl/.pt to import, or random:RES (a random-weight "
-                        "StyleGAN2 of RES px, w 512, as an imported generator; for timing) (default: the embedded default)")
+                   help="bundle directory, a StyleGAN2 .pkl/.pt to import, or random:RES[:CHANNEL_BASE] (a "
+                        "random-weight StyleGAN2 of RES px, w 512, config-f widths (channel_base 32768) unless "
+                        "given, as an imported generator; for timing) (default: the embedded default)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="PX",
                    help="time each of these output sizes in turn (e.g. 256 512 1024); overrides --size")
     p.add_argument("--atlas-samples", type=int, default=4096, metavar="N",
@@ -168,15 +169,21 @@ def prepare_bundle(spec: str | None, atlas_samples: int) -> str | None:
         from model.stylegan2 import Generator, StyleGAN2Config
 
         try:
-            res = int(spec.split(":", 1)[1])
+            res, *rest = (int(v) for v in spec.split(":")[1:])
+            base_ch = rest[0] if rest else StyleGAN2Config.channel_base
+            if len(rest) > 1:
+                raise ValueError
+            config = StyleGAN2Config(resolution=res, channel_base=base_ch)  # widths capped at 512, w 512
         except ValueError:
-            raise ValueError(f"--bundle {spec}: expected random:RES (e.g. random:1024)") from None
-        target = imported_dir() / "bundles" / f"random-{res}"
+            raise ValueError(f"--bundle {spec}: expected random:RES or random:RES:CHANNEL_BASE with RES a "
+                             "power of two (e.g. random:1024, random:512:16384)") from None
+        name = f"random-{res}" if not rest else f"random-{res}-{base_ch}"
+        target = imported_dir() / "bundles" / name
         if not (target / "bundle.json").is_file():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                G = Generator(StyleGAN2Config(resolution=res)).eval()  # StyleGAN2 config-f widths, w 512
-            bundle_for_generator(G, base, target, f"random:{res}", base_name=base_name)
+                G = Generator(config).eval()
+            bundle_for_generator(G, base, target, spec, base_name=base_name)
     else:
         target = import_generator(spec, base, imported_dir(), base_name=base_name)
     bundle = load_bundle(target, parts=("generator", "clip"))
