@@ -52,15 +52,16 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> AnyG
 
 
 def prepare_generator(G: AnyGenerator, dtype: torch.dtype = torch.bfloat16, channels_last: bool = True,
-                      jit: bool = False) -> nn.Module:
+                      jit: bool = False, graphs: bool = False) -> nn.Module:
     """The module the show synthesizes with: StyleGAN2's fast frozen copy
-    (:func:`model.stylegan2.prepare_for_inference`, traced per batch size when ``jit``), or the
+    (:func:`model.stylegan2.prepare_for_inference`, traced per batch size when ``jit``, replayed as
+    CUDA graphs when ``graphs`` and on CUDA), or the
     StyleGAN3 generator itself in float32 (no fast path yet; ``dtype`` and ``jit`` are ignored for it)."""
     if isinstance(G, stylegan3.Generator):
         if dtype != torch.float32:
             log.info("StyleGAN3 generators synthesize in float32 (no %s fast path yet)", dtype)
         return G.eval().requires_grad_(False)
-    return stylegan2.prepare_for_inference(G, dtype=dtype, channels_last=channels_last, jit=jit)
+    return stylegan2.prepare_for_inference(G, dtype=dtype, channels_last=channels_last, jit=jit, graphs=graphs)
 
 
 def supports_camera(G: nn.Module) -> bool:

@@ -165,3 +165,35 @@ def test_a_failed_trace_falls_back_to_the_eager_path(generators, monkeypatch, ca
     out = traced.synthesis(ws)
     assert torch.equal(out, prepare_for_inference(G).synthesis(ws))
     assert traced.jit is False and "no TorchScript here" in caplog.text
+
+
+def test_cuda_graphs_are_ignored_off_cuda(generators) -> None:
+    G = generators["tiny"]
+    graphed = prepare_for_inference(G, torch.float32, graphs=True)
+    eager = prepare_for_inference(G, torch.float32)
+    ws = G.mapping(torch.randn(2, G.z_dim)).detach()
+    assert torch.equal(graphed.synthesis(ws), eager.synthesis(ws))
+    assert graphed._graphed == {}  # nothing captured on a CPU
+
+
+@pytest.mark.requires_cuda
+def test_cuda_graph_replay_is_the_eager_fast_path(generators) -> None:
+    """On CUDA the show replays a captured graph per (batch, noise mode, aspect): the same images
+    as the eager fast path, a fresh input every call, fresh noise in random mode."""
+    G = generators["default"].to("cuda")
+    eager = prepare_for_inference(G, torch.float16)
+    graphed = prepare_for_inference(G, torch.float16, graphs=True)
+    gen = torch.Generator().manual_seed(4)
+    for batch in (1, 4):
+        for mode in ("const", "none"):
+            for _ in range(3):  # the first call captures, the next ones replay with new inputs
+                ws = G.mapping(torch.randn(batch, G.z_dim, generator=gen).cuda(), truncation_psi=0.7)
+                got, want = graphed.synthesis(ws, mode), eager.synthesis(ws, mode)
+                assert torch.allclose(got, want, atol=1e-3), (batch, mode)
+    wide = graphed.synthesis(ws[:1], "const", aspect=16 / 9)
+    assert torch.allclose(wide, eager.synthesis(ws[:1], "const", aspect=16 / 9), atol=1e-3)
+    r1, r2 = graphed.synthesis(ws[:1], "random"), graphed.synthesis(ws[:1], "random")
+    assert (r1 - r2).abs().max() > 1e-3
+    assert graphed.graphs and len(graphed._graphed) == 6
+    graphed.to("cpu")
+    assert graphed._graphed == {}

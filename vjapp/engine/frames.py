@@ -77,8 +77,10 @@ class FrameRenderer:
         self.dtype = dtype
         # "native": the bundle's display size (the generator's resolution unless the bundle upsamples)
         self.native_size = int(native_size or G.img_resolution)
-        # StyleGAN2 on a CPU: each batch size runs as a frozen TorchScript trace (6-11% faster per frame)
-        self.fast = prepare_generator(G, dtype=dtype, channels_last=True, jit=device.type == "cpu").to(device)
+        # StyleGAN2 on a CPU: each batch size runs as a frozen TorchScript trace (6-11% faster per
+        # frame); on CUDA as a captured CUDA graph (one launch per frame)
+        self.fast = prepare_generator(G, dtype=dtype, channels_last=True, jit=device.type == "cpu",
+                                      graphs=device.type == "cuda").to(device)
         self.size = size or self.native_size
         self.has_camera = supports_camera(self.fast)
         self._camera: tuple[float, float, float] | None = None
