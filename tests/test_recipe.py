@@ -30,7 +30,7 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
 
     from training.cli import STAGES
 
-    ctx = RecipeContext(out=tmp_path / "b", work=tmp_path / "w", scale=scale)
+    ctx = RecipeContext(out=tmp_path / "b", work=tmp_path / "w", scale=scale, device="cpu", amp=True)
     sizes = RECIPES[name].sizes(scale)
     assert recipe_stages(sizes)[:2] == ("synthscapes", "signal-data") and recipe_stages(sizes)[-2:] == (
         "atlas-classes", "eval")  # every recipe here trains its own real-frame classifiers
@@ -38,7 +38,11 @@ def test_every_stage_accepts_the_recipes_options(tmp_path, name, scale):
         module = importlib.import_module(STAGES[STAGE_MODULE_OF.get(stage, stage)][0])
         parser = argparse.ArgumentParser(prog=stage, exit_on_error=False)
         module.add_arguments(parser)
-        args = parser.parse_args(stage_argv(stage, sizes, ctx))
+        args = parser.parse_args(stage_argv(stage, sizes, ctx) + ctx.device_argv(stage))
+        # `recipe --device cpu --amp` reaches every stage that runs a model (--amp: the training ones)
+        assert getattr(args, "device", "cpu") == "cpu" and getattr(args, "amp", True)
+        assert hasattr(args, "device") == (stage not in ("synthscapes", "signal-data"))
+        assert hasattr(args, "amp") == (stage in ("clip", "audio", "generator", "sound2video"))
         if stage == "generator":
             assert args.resolution == sizes.resolution
             assert (args.class_balance, args.class_balance_start) == (sizes.class_balance, sizes.class_balance_start)
@@ -82,9 +86,14 @@ def test_tiny_recipe_end_to_end_stops_on_time_and_resumes(tmp_path):
     manifest = work / "synthscapes" / "manifest.csv"
     stamp = manifest.stat().st_mtime_ns
 
-    # the same command again finishes the rest, without redoing the data
-    assert run_recipe("tiny", out, work, steps=ONE_STEP) == 0
+    # the same command again finishes the rest, without redoing the data (here with the device
+    # named, as `recipe tiny --device cuda --amp` is run on a GPU: every model stage gets it)
+    assert run_recipe("tiny", out, work, steps=ONE_STEP, device="cpu", amp=True) == 0
     assert manifest.stat().st_mtime_ns == stamp
+    ran = read_state(work)["stages"]
+    assert all(ran[s]["argv"][-3:] == ["--device", "cpu", "--amp"] for s in ("clip", "audio", "generator",
+                                                                             "sound2video"))
+    assert ran["eval"]["argv"][-2:] == ["--device", "cpu"] and "--amp" not in ran["eval"]["argv"]
     bundle = load_bundle(out)
     assert bundle.info.is_trained, bundle.info.trained
     assert bundle.info.resolution == 32 and bundle.info.mel.n_mels == 32

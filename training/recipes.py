@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from training.distributed import DEVICE_CHOICES
 from training.run import TrainingError
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ STAGE_PARTS: dict[str, tuple[str, ...]] = {
 STAGE_MODULE_OF = {"signal-data": "synthscapes"}
 SIGNAL_STAGES = ("signal-data", "atlas-classes")  # only where Sizes.signal_clips > 0
 TRAINING_STAGES = ("clip", "audio", "generator", "sound2video")
+DEVICE_STAGES = (*TRAINING_STAGES, "atlas-classes", "eval")  # the stages that take --device
 
 
 @dataclass
@@ -84,6 +86,13 @@ class RecipeContext:
     work: Path  # data, run folders, report
     scale: str  # "tiny" or "default"
     steps: dict[str, int] = field(default_factory=dict)  # per-stage step overrides
+    device: str = "auto"  # every stage that runs a model: auto, cpu or cuda
+    amp: bool = False  # mixed precision in the training stages (CUDA only)
+
+    def device_argv(self, stage: str) -> list[str]:
+        """``--device`` (and ``--amp``) for ``stage``, if it runs a model and they are not the defaults."""
+        argv = ["--device", self.device] if self.device != "auto" and stage in DEVICE_STAGES else []
+        return argv + (["--amp"] if self.amp and stage in TRAINING_STAGES else [])
 
     @property
     def data(self) -> Path:
@@ -346,7 +355,7 @@ def run_stage(stage: str, argv: Sequence[str]) -> int:
 
 def run_recipe(name: str, out: Path, work: Path | None = None, scale: str = "default",
                max_minutes: float = 0.0, steps: dict[str, int] | None = None,
-               only: Sequence[str] | None = None) -> int:
+               only: Sequence[str] | None = None, device: str = "auto", amp: bool = False) -> int:
     """Run recipe ``name`` into bundle ``out``; 0 when every stage is finished, 3 when time ran out."""
     if name not in RECIPES:
         raise TrainingError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
@@ -356,7 +365,9 @@ def run_recipe(name: str, out: Path, work: Path | None = None, scale: str = "def
         raise TrainingError(f"--max-minutes must be >= 0, got {max_minutes}")
     out = Path(out)
     work = Path(work) if work is not None else out.parent / f"{out.name}-work"
-    ctx = RecipeContext(out=out, work=work, scale=scale, steps=dict(steps or {}))
+    if device not in DEVICE_CHOICES:
+        raise TrainingError(f"--device must be one of {DEVICE_CHOICES}, got {device!r}")
+    ctx = RecipeContext(out=out, work=work, scale=scale, steps=dict(steps or {}), device=device, amp=amp)
     sizes = RECIPES[name].sizes(scale)
     state = read_state(work)
     recorded = (state.get("recipe"), state.get("scale"))
@@ -372,7 +383,7 @@ def run_recipe(name: str, out: Path, work: Path | None = None, scale: str = "def
         if record.get("done") and stage_finished(stage, ctx):
             log.info("recipe %s: %s already finished, skipping", name, stage)
             continue
-        argv = stage_argv(stage, sizes, ctx)
+        argv = stage_argv(stage, sizes, ctx) + ctx.device_argv(stage)
         if deadline is not None:
             left = (deadline - time.monotonic()) / 60.0
             if left <= 0:
@@ -430,9 +441,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time budget of this invocation (0: none); rerun the same command to resume")
     parser.add_argument("--steps", nargs="+", default=[], metavar="STAGE=N", help="override stage step counts")
     parser.add_argument("--only", nargs="+", choices=STAGE_ORDER, default=None, help="run only these stages")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="where every stage that runs a model runs (auto: CUDA when there is one)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision in the training stages (CUDA only)")
 
 
 def run(args: argparse.Namespace) -> int:
     """``vjapp-train recipe NAME``: 0 when finished, 3 when the time budget ran out first."""
     return run_recipe(args.name, args.out, args.work, args.scale, args.max_minutes, _parse_steps(args.steps),
-                      args.only)
+                      args.only, args.device, args.amp)
