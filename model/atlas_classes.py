@@ -22,8 +22,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from model.atlas import LatentAtlas
+from model.atlas import AtlasSteering, LatentAtlas
 from model.latent_cache import read_cache, write_cache
+from model.lazy_clip import class_anchors
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,18 @@ def atlas_classes(atlas: LatentAtlas, labels: Sequence[str], bundle_root: Path |
     """Just the stored class probabilities ``[N, K]`` (see :func:`read_atlas_classes`), or None."""
     stored = read_atlas_classes(atlas, labels, bundle_root)
     return None if stored is None else stored.probs
+
+
+def scene_steering(atlas: LatentAtlas, clip: torch.nn.Module | None, labels: Sequence[str],
+                   bundle_root: Path | None) -> AtlasSteering:
+    """The steering the show's scene layer plays a bundle through: F_a's query against ``atlas``,
+    weighing the class prompts (when the bundle has labels) and, where the bundle stores them, its
+    entries' classes named by real-frame classifiers in place of their prompt similarities. The
+    show and sound2video's atlas term both build it here, so training pulls toward what the show
+    steers to."""
+    anchors = class_anchors(clip, labels, bundle_root) if labels and clip is not None else None
+    entry_classes = atlas_classes(atlas, labels, bundle_root) if anchors is not None else None
+    return AtlasSteering(atlas, anchors=anchors, entry_classes=entry_classes)
 
 
 def _check(atlas: LatentAtlas, labels: Sequence[str], probs: torch.Tensor | None) -> None:

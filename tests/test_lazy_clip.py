@@ -171,9 +171,9 @@ def _render(song: Path, out: Path, monkeypatch, lazy: bool, prompt: str = "") ->
 
     monkeypatch.setattr(bundles, "open_bundle", open_bundle)
     if not lazy:  # as before the anchors cache: the class prompts' embeddings computed by CLIP
-        import vjapp.engine.show as show
+        import model.atlas_classes as atlas_classes  # where the show's scene steering takes them
 
-        monkeypatch.setattr(show, "class_anchors", lambda clip, labels, root: class_text_embeddings(clip, labels))
+        monkeypatch.setattr(atlas_classes, "class_anchors", lambda clip, labels, root: class_text_embeddings(clip, labels))
     render_file(song, out, Controls().replace(prompt=prompt), device="cpu", progress=False)
     return _decoded(out), opened[0]
 

@@ -608,18 +608,15 @@ def _resolve_render_size(config: Sound2VideoConfig, resolution: int) -> int:
 
 
 def _scene_steering(G: nn.Module, clip: nn.Module, bundle_dir: Path, labels: list[str], device: torch.device) -> Any:
-    """The atlas steering the show's scene layer uses for this bundle (atlas built and cached beside it
-    when missing; its entry classes where the bundle has them, else the class prompts)."""
-    from model.atlas import AtlasSteering, atlas_for
-    from model.atlas_classes import atlas_classes
-    from model.clip import class_text_embeddings
+    """The atlas steering the show's scene layer uses for this bundle (:func:`model.atlas_classes.scene_steering`;
+    the atlas built and cached beside it when missing)."""
+    from model.atlas import atlas_for
+    from model.atlas_classes import scene_steering
 
-    atlas = atlas_for(G, clip, bundle_dir)
-    anchors = class_text_embeddings(clip, labels) if labels else None
-    entry = atlas_classes(atlas, labels, bundle_dir) if anchors is not None else None
-    log.info("sound2video: the atlas term steers by %s", "the entries' stored classes" if entry is not None
-             else "the class prompts" if anchors is not None else "F_a alone")
-    return AtlasSteering(atlas, anchors=anchors, entry_classes=entry).to(device)
+    steering = scene_steering(atlas_for(G, clip, bundle_dir), clip, labels, bundle_dir)
+    log.info("sound2video: the atlas term steers by %s", "the entries' stored classes" if steering.classed
+             else "the class prompts" if steering.anchors is not None else "F_a alone")
+    return steering.to(device)
 
 
 def run(args: argparse.Namespace) -> int:

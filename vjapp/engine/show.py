@@ -16,9 +16,8 @@ import torch
 
 from model.audio_features import LogMel
 from model.atlas import AtlasSettings, AtlasSteering, LatentAtlas, Progress, atlas_for, cached_atlas
-from model.atlas_classes import atlas_classes
+from model.atlas_classes import scene_steering
 from model.bundle import Bundle
-from model.lazy_clip import class_anchors
 from vjapp.audio.rhythm import BeatState
 from vjapp.engine.controls import LAYER_GROUPS, Controls, MixSlot
 from vjapp.engine.frames import FrameRenderer, to_uint8_batch
@@ -164,12 +163,9 @@ class Show:
         if self.meaning_off_reason() is not None:
             return False
         self.sound.scene_layer = None
-        # the sound's steering also weighs the prompt of the class the sound is nearest to
-        root = getattr(b, "root", None)
-        anchors = class_anchors(b.clip, b.info.labels, root) if b.info.labels else None
-        # and, where the bundle has them, its atlas entries' classes named by real-frame classifiers
-        entry_classes = atlas_classes(atlas, b.info.labels, root) if anchors is not None else None
-        steering = AtlasSteering(atlas, anchors=anchors, entry_classes=entry_classes).to(self.device)
+        # the sound's steering also weighs the class the sound is nearest to: by the entries' stored
+        # classes where the bundle has them, else by the class prompts
+        steering = scene_steering(atlas, b.clip, b.info.labels, getattr(b, "root", None)).to(self.device)
         layer = SceneLayer(b.audio_encoder, steering, self.config.scene, b.info.segment_seconds)
         layer.audio_encoder.to(self.device).eval()
         self.sound.segment_samples = int(round(layer.segment_seconds * self.sound.sample_rate))
