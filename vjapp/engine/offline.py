@@ -64,7 +64,6 @@ class RhythmFollower:
         self.show = show
         self.analyzer = RhythmAnalyzer(int(sample_rate))
         self.position = 0  # samples heard so far
-        self.cameras: list[tuple[float, float, float]] = []  # set by pulses_at
 
     def hear(self, samples: np.ndarray) -> None:
         """The next mono samples (in order, any length): onsets, tempo, pulse envelopes."""
@@ -78,19 +77,12 @@ class RhythmFollower:
         p = self.show.pulse()
         return None if p is None else p.clone()
 
-    def pulses_at(self, times: Sequence[float], rate: int, read: Callable[[int, int], np.ndarray],
-                  available: int) -> list[torch.Tensor | None]:
-        """The pulse at each time (ascending), hearing the audio up to it first, as live.
+    def hear_until(self, t: float, rate: int, read: Callable[[int, int], np.ndarray], available: int) -> None:
+        """Hear the audio up to time ``t`` (after the last call's), as live has heard it by then.
         ``read(start, end)`` gives those mono samples at ``rate``; ``available`` samples exist."""
-        out = []
-        self.cameras = []  # the camera at each of these times (the rhythm layer's push and turn)
-        for t in times:
-            end = min(int(round(t * rate)), available)
-            if end > self.position:
-                self.hear(read(self.position, end))
-            out.append(self.pulse())
-            self.cameras.append(self.show.camera_now())
-        return out
+        end = min(int(round(t * rate)), available)
+        if end > self.position:
+            self.hear(read(self.position, end))
 
 
 def latents_at(times: Sequence[float], steps: ModelStepper, rhythm: RhythmFollower, rate: int,
@@ -99,14 +91,14 @@ def latents_at(times: Sequence[float], steps: ModelStepper, rhythm: RhythmFollow
     """The W+ ``[B, L, C]`` and camera shown at each of ``times`` (ascending), as live shows them:
     the model stepped to one period past that time and no further (the interpolation sees the
     keyframes live would have, whatever the batch), the rhythm layer's pulse heard up to it.
-    ``rate`` and ``read`` as :meth:`RhythmFollower.pulses_at`; ``available()``: the samples that
+    ``rate`` and ``read`` as :meth:`RhythmFollower.hear_until`; ``available()``: the samples that
     exist once the model has stepped (a streamed file is read as far as the steps needed)."""
     ws, cameras = [], []
     for t in times:
         steps.until(t + steps.step_dt)  # one step ahead: the frame sits between real keyframes
-        pulses = rhythm.pulses_at([t], rate, read, available())
-        ws.append(steps.show.ws_at([t], pulses)[0])
-        cameras.append(rhythm.cameras[0])
+        rhythm.hear_until(t, rate, read, available())
+        ws.append(steps.show.ws_at([t], [rhythm.pulse()])[0])
+        cameras.append(steps.show.camera_now())  # the rhythm layer's push and turn at t
     return torch.stack(ws), cameras
 
 
